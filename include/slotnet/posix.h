@@ -1,0 +1,40 @@
+/*
+ * POSIX sockets backend: non-blocking sockets, epoll on Linux (edge
+ * triggered) or poll() (interest masks emulate edges; built and tested on
+ * Linux too). Handles come from a pool sized at creation.
+ */
+#ifndef SLOTNET_POSIX_H
+#define SLOTNET_POSIX_H
+
+#include "backend.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct sn_posix sn_posix;
+
+typedef struct sn_posix_config {
+    unsigned max_handles;   /* connections alive at once: slots + backlog + release queue */
+    unsigned max_listeners; /* default SN_MAX_LISTENERS */
+    int listen_backlog;     /* the kernel's accept queue, default 64 */
+    bool use_poll;          /* poll() instead of epoll */
+    unsigned drain_max;     /* bytes of unread input close() discards before FIN, default 65536 */
+} sn_posix_config;
+
+void sn_posix_config_default(sn_posix_config *cfg);
+
+/* Allocates once, here; nothing afterwards. */
+int sn_posix_create(sn_posix **out, const sn_posix_config *cfg);
+/* Closes every descriptor it still holds and frees the backend. */
+void sn_posix_destroy(sn_posix *be);
+sn_backend sn_posix_backend(sn_posix *be);
+
+/* How many handles are in use (for leak checks in tests). */
+unsigned sn_posix_handles_in_use(const sn_posix *be);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SLOTNET_POSIX_H */
