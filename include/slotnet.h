@@ -252,8 +252,9 @@ int sn_connect(sn_core *core, const sn_endpoint *remote, uint8_t protocol, uint3
 
 /*
  * Read up to len buffered bytes. Returns the count, 0 when nothing is
- * buffered yet, SN_ECLOSED once the peer has closed or reset and nothing is
- * left (the slot is then other-end-closed), or another negative error.
+ * buffered yet, SN_ECLOSED (peer closed) or SN_ECONNRESET (reset) once
+ * nothing is left (the slot is then other-end-closed), or another negative
+ * error (an internal one leaves the slot aborted).
  */
 int sn_read(sn_core *core, sn_id id, void *buf, size_t len);
 
@@ -328,7 +329,7 @@ typedef struct sn_stats {
 
 const sn_stats *sn_stats_get(const sn_core *core);
 
-/* One line per slot ("slot 3 close-pending http 127.0.0.1:80 <- ...") and a
+/* One line per slot ("slot 3 close-pending proto 0 127.0.0.1:80 <- ...") and a
  * line of counters, into buf (always terminated). Returns the length the
  * whole report needs, like snprintf. */
 size_t sn_report(sn_core *core, char *buf, size_t len);
