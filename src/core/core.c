@@ -534,7 +534,9 @@ static void poll_slot(sn_core *core, sn_slot *s)
 {
     switch (s->state) {
     case SN_ALLOCATED:
-        if (sn_time_reached(core->now, s->t_mark))
+        /* The first attempt is due at the first pass after sn_connect(),
+         * whatever time the owner last saw. */
+        if (s->attempt == 0 || sn_time_reached(core->now, s->t_mark))
             start_attempt(core, s);
         break;
     case SN_CONNECTING:
@@ -602,7 +604,7 @@ uint32_t sn_next_timeout(const sn_core *core, uint32_t now, uint32_t max_ms)
         const sn_slot *s = &core->slots[i];
         switch (s->state) {
         case SN_ALLOCATED:
-            t = min_wait(t, now, s->t_mark);
+            t = s->attempt == 0 ? 0 : min_wait(t, now, s->t_mark);
             break;
         case SN_CONNECTING:
             t = min_wait(t, now, s->t_mark + core->cfg.connect_timeout_ms);
