@@ -186,6 +186,12 @@ static inline sn_sim_link_info th_info(th *h, sn_sim_peer p)
     return li;
 }
 
-static inline sn_state th_state(th *h, sn_id id) { return sn_slot_state(h->core, sn_id_index(id)); }
+/* The state of the connection id names: free once its slot moved on. */
+static inline sn_state th_state(th *h, sn_id id)
+{
+    if (sn_slot_id(h->core, sn_id_index(id)) != id)
+        return SN_FREE;
+    return sn_slot_state(h->core, sn_id_index(id));
+}
 
 #endif
