@@ -178,7 +178,7 @@ typedef struct sn_config {
     uint32_t close_timeout_ms;     /* close waits this long for delivery, then RST */
     uint32_t drain_poll_ms;        /* sn_next_timeout() while a close drains */
     uint16_t max_accepts_per_poll; /* bounds accept work in one pass */
-    uint32_t accept_pause_ms;      /* listener pause after EMFILE/ENFILE */
+    uint32_t accept_pause_ms;      /* listener pause after EMFILE or another accept failure */
     uint8_t connect_retries;       /* retries after the first attempt, <= 10 */
     uint32_t connect_base_ms;      /* backoff base, 50..60000: base, 2b, 4b, 8b, 8b... */
     uint32_t connect_timeout_ms;   /* one attempt's limit */

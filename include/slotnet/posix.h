@@ -2,6 +2,18 @@
  * POSIX sockets backend: non-blocking sockets, epoll on Linux (edge
  * triggered) or poll() (interest masks emulate edges; built and tested on
  * Linux too). Handles come from a pool sized at creation.
+ *
+ * What the core sees:
+ * - READABLE on new input, cleared when recv() finds the buffer empty or
+ *   reads short; WRITABLE only after a send() came up short; PEER_FIN;
+ *   RESET with error (SN_ECONNRESET, SN_ETIMEDOUT...); CONNECTED / FAILED
+ *   for outgoing connects.
+ * - tx_queued() also transmits a coalesced (push=false) tail when nothing
+ *   else is in flight, so a draining close never waits on the probe timer.
+ * - tx_space() is an estimate: SO_SNDBUF / 2 less SIOCOUTQ.
+ * - accept() resets what it cannot take (pool empty: SN_ENOMEM; out of
+ *   descriptors: SN_EMFILE, the queue shed via a reserve descriptor).
+ * One thread owns a backend; nothing here locks.
  */
 #ifndef SLOTNET_POSIX_H
 #define SLOTNET_POSIX_H

@@ -349,16 +349,16 @@ static void accept_all(sn_core *core)
             int rc = OPS(core)->accept(CTX(core), l->lh, &p.ch, &p.local, &p.remote);
             if (rc == SN_EAGAIN)
                 break;
-            if (rc == SN_EMFILE) {
-                /* Pause instead of spinning on a queue we cannot drain. */
-                core->stats.emfile_events++;
+            if (rc < 0 || p.ch == NULL) {
+                /* Out of descriptors, memory or handles: pause instead of
+                 * spinning on a queue we cannot drain now. */
+                if (rc == SN_EMFILE)
+                    core->stats.emfile_events++;
+                else
+                    core->stats.accept_errors++;
                 l->paused = 1;
                 l->paused_until = core->now + core->cfg.accept_pause_ms;
                 OPS(core)->listen_pause(CTX(core), l->lh, true);
-                break;
-            }
-            if (rc < 0 || p.ch == NULL) {
-                core->stats.accept_errors++;
                 break;
             }
             budget--;

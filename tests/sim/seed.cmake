@@ -1,7 +1,9 @@
 # The seeds' scenarios, one ctest entry per named case (cmocka filter).
-sn_add_test(seed_duet SOURCES ${CMAKE_CURRENT_LIST_DIR}/seed_duet.c LIBS slotnet_sim slotnet_core)
-sn_add_test(seed_mesh SOURCES ${CMAKE_CURRENT_LIST_DIR}/seed_mesh.c LIBS slotnet_sim slotnet_core)
-set_tests_properties(seed_duet seed_mesh PROPERTIES DISABLED TRUE) # run per case below
+foreach(prog seed_duet seed_mesh)
+  add_executable(${prog} ${CMAKE_CURRENT_LIST_DIR}/${prog}.c)
+  target_link_libraries(${prog} PRIVATE slotnet_sim slotnet_core PkgConfig::CMOCKA)
+  target_include_directories(${prog} PRIVATE ${CMAKE_SOURCE_DIR}/tests/common)
+endforeach()
 foreach(case
     row01_push_flushes_now row02_write_returns_accepted_count row03_full_buffer_no_spin
     row04_enomem_is_retryable row05_partial_write_keeps_connection

@@ -1,0 +1,788 @@
+/*
+ * The real core on the POSIX backend over 127.0.0.1: the seed's failure
+ * modes end to end. The server is a small owner driven by the core's events,
+ * run by the loop every embedding uses:
+ *     now = now_ms(); sn_poll(core, now); wait(sn_next_timeout(core, now, max));
+ * Clients are plain sockets in this thread, in pthreads (churn) or in a
+ * child process (the EMFILE storm: RLIMIT_NOFILE is per process).
+ * Every test runs twice: once on epoll, once on poll().
+ */
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <zlib.h>
+
+#include "net_util.h"
+
+/* ---- The server under test ------------------------------------------- */
+
+enum app_mode {
+    APP_RESPOND,    /* read a request line, write resp, close after it */
+    APP_WRITE_ONCE, /* read a request line, write what fits once, close */
+    APP_ECHO,       /* write back whatever arrives */
+};
+
+typedef struct app_conn {
+    sn_id id;
+    unsigned order; /* accept order, from 0 */
+    size_t off;     /* response bytes accepted so far */
+    bool responding;
+    uint32_t pass_accepted;
+} app_conn;
+
+typedef struct srv {
+    sn_posix *be;
+    const sn_backend_ops *ops;
+    void *ctx;
+    sn_core *core;
+    void *mem;
+    uint16_t port;
+    enum app_mode mode;
+    unsigned hold_first; /* APP_RESPOND: the first N connections get no reply */
+    uint8_t *resp;
+    size_t resp_len;
+    uint32_t now; /* the now of the current pass */
+    app_conn app[SN_MAX_SLOTS];
+    unsigned accepted;
+    unsigned freed[SN_FREED_IDLE + 1];
+    uint32_t t_accepted, t_close, t_freed;
+    uint32_t pass_peer_closed; /* pass of the last PEER_CLOSED */
+    uint32_t pass_last_accept;
+    unsigned app_errors; /* unexpected write/read results */
+} srv;
+
+static uint32_t pass_no(const srv *s) { return sn_stats_get(s->core)->poll_passes; }
+
+static void app_pump(srv *s, app_conn *a)
+{
+    while (a->off < s->resp_len) {
+        size_t rem = s->resp_len - a->off;
+        int n = sn_write(s->core, a->id, s->resp + a->off, rem, SN_WRITE_PUSH | SN_WRITE_CLOSE_AFTER);
+        if (n < 0) {
+            s->app_errors++;
+            return;
+        }
+        a->off += (size_t)n;
+        if ((size_t)n < rem)
+            break;
+    }
+    if (s->mode == APP_WRITE_ONCE && a->off < s->resp_len) {
+        s->t_close = s->now;
+        if (sn_close(s->core, a->id) != SN_OK)
+            s->app_errors++;
+    }
+}
+
+static void app_readable(srv *s, app_conn *a)
+{
+    char buf[4096];
+    int n;
+    while ((n = sn_read(s->core, a->id, buf, sizeof buf)) > 0) {
+        if (s->mode == APP_ECHO) {
+            if (sn_write(s->core, a->id, buf, (size_t)n, SN_WRITE_PUSH) != n)
+                s->app_errors++;
+        } else if (!a->responding && memchr(buf, '\n', (size_t)n) && a->order >= s->hold_first) {
+            a->responding = true;
+            app_pump(s, a);
+            return;
+        }
+    }
+}
+
+static void on_event(sn_core *core, sn_id id, sn_event ev, int info, void *user)
+{
+    srv *s = user;
+    app_conn *a = &s->app[sn_id_index(id)];
+    (void)core;
+    switch (ev) {
+    case SN_EV_ACCEPTED:
+        *a = (app_conn){.id = id, .order = s->accepted++, .pass_accepted = pass_no(s)};
+        s->t_accepted = s->now;
+        s->pass_last_accept = pass_no(s);
+        break;
+    case SN_EV_READABLE:
+        if (a->id == id)
+            app_readable(s, a);
+        break;
+    case SN_EV_WRITABLE:
+        if (a->id == id && a->responding)
+            app_pump(s, a);
+        break;
+    case SN_EV_PEER_CLOSED:
+        s->pass_peer_closed = pass_no(s);
+        sn_close(s->core, id);
+        break;
+    case SN_EV_ABORTED:
+        sn_terminate(s->core, id);
+        break;
+    case SN_EV_FREED:
+        if (info >= 0 && info <= SN_FREED_IDLE)
+            s->freed[info]++;
+        s->t_freed = s->now;
+        break;
+    default:
+        break;
+    }
+}
+
+static void srv_step(srv *s, uint32_t max_wait)
+{
+    s->now = s->ops->now_ms(s->ctx);
+    sn_poll(s->core, s->now);
+    s->ops->wait(s->ctx, sn_next_timeout(s->core, s->now, max_wait));
+}
+
+typedef struct srv_opts {
+    enum app_mode mode;
+    unsigned slots;
+    uint32_t idle_ms;
+    size_t resp_len;
+    unsigned hold_first;
+} srv_opts;
+
+static srv *srv_start(const srv_opts *o)
+{
+    srv *s = calloc(1, sizeof *s);
+    assert_non_null(s);
+    s->mode = o->mode;
+    s->hold_first = o->hold_first;
+    s->resp_len = o->resp_len;
+    if (s->resp_len) {
+        s->resp = malloc(s->resp_len);
+        assert_non_null(s->resp);
+        nu_fill(s->resp, s->resp_len, 42);
+    }
+    sn_config cfg;
+    sn_config_default(&cfg);
+    cfg.slots = (uint8_t)o->slots;
+    cfg.on_event = on_event;
+    cfg.user = s;
+
+    sn_posix_config pc;
+    sn_posix_config_default(&pc);
+    pc.use_poll = nu_use_poll;
+    pc.max_handles = (unsigned)cfg.slots + cfg.backlog_max + cfg.release_queue;
+    assert_int_equal(sn_posix_create(&s->be, &pc), 0);
+    sn_backend b = sn_posix_backend(s->be);
+    s->ops = b.ops;
+    s->ctx = b.ctx;
+
+    size_t need = sn_core_size(&cfg);
+    assert_true(need > 0);
+    s->mem = aligned_alloc(8, (need + 7u) & ~(size_t)7u);
+    assert_non_null(s->mem);
+    assert_int_equal(sn_core_init(&s->core, s->mem, need, &cfg, b), 0);
+
+    int rc = SN_EADDRINUSE;
+    for (int i = 0; i < 20 && rc == SN_EADDRINUSE; i++) {
+        sn_endpoint ep = {.addr = NU_LOOPBACK, .port = nu_free_port()};
+        rc = sn_listen(s->core, &ep, 0, (uint8_t)o->slots, o->idle_ms);
+        s->port = ep.port;
+    }
+    assert_int_equal(rc, 0);
+    return s;
+}
+
+static void srv_stop(srv *s)
+{
+    if (!s)
+        return;
+    if (s->core) {
+        sn_core_shutdown(s->core);
+        assert_int_equal(sn_posix_handles_in_use(s->be), 0);
+    }
+    sn_posix_destroy(s->be);
+    free(s->mem);
+    free(s->resp);
+    free(s);
+}
+
+/* Run the loop until done(s, arg) or the deadline; true if done. */
+typedef bool (*tick_fn)(srv *s, void *arg);
+static bool srv_run(srv *s, unsigned timeout_ms, tick_fn done, void *arg)
+{
+    uint64_t end = nu_ms() + timeout_ms;
+    while (nu_ms() < end) {
+        srv_step(s, 10);
+        if (done && done(s, arg))
+            return true;
+    }
+    return false;
+}
+
+static bool accepted_at_least(srv *s, void *arg) { return s->accepted >= *(unsigned *)arg; }
+
+/* A client in this thread, reading as the loop turns. */
+typedef struct rd {
+    int fd;
+    uint8_t *buf;
+    size_t cap, got;
+    size_t want; /* stop once this many bytes are in (0: read to the end) */
+    int end;     /* -1 still open, 0 EOF, else errno */
+} rd;
+
+static bool rd_tick(srv *s, void *arg)
+{
+    (void)s;
+    rd *r = arg;
+    for (;;) {
+        if (r->want && r->got >= r->want)
+            return true;
+        if (r->got == r->cap) {
+            r->end = ENOBUFS;
+            return true;
+        }
+        ssize_t n = recv(r->fd, r->buf + r->got, r->cap - r->got, MSG_DONTWAIT);
+        if (n > 0) {
+            r->got += (size_t)n;
+        } else if (n == 0) {
+            r->end = 0;
+            return true;
+        } else {
+            if (errno == EAGAIN || errno == EINTR)
+                return false;
+            r->end = errno;
+            return true;
+        }
+    }
+}
+
+/* ---- Fixture ------------------------------------------------------------ */
+
+typedef struct fx {
+    srv *s;
+    int cfd[32];
+    int ncfd;
+    void *mem;
+} fx;
+
+static int setup(void **state)
+{
+    fx *f = calloc(1, sizeof *f);
+    if (!f)
+        return -1;
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fx *f = *state;
+    nu_rlimit_restore();
+    for (int i = 0; i < f->ncfd; i++)
+        if (f->cfd[i] >= 0)
+            close(f->cfd[i]);
+    srv_stop(f->s);
+    free(f->mem);
+    free(f);
+    return 0;
+}
+
+static int track(fx *f, int fd)
+{
+    assert_true(fd >= 0);
+    assert_true(f->ncfd < 32);
+    f->cfd[f->ncfd++] = fd;
+    return fd;
+}
+
+static void untrack(fx *f, int fd)
+{
+    for (int i = 0; i < f->ncfd; i++)
+        if (f->cfd[i] == fd)
+            f->cfd[i] = -1;
+}
+
+static void send_req(int fd) { assert_int_equal(send(fd, "GET\n", 4, MSG_NOSIGNAL), 4); }
+
+static unsigned slot_of_order(srv *s, unsigned order)
+{
+    for (unsigned i = 0; i < SN_MAX_SLOTS; i++)
+        if (s->app[i].id != SN_ID_NONE && s->app[i].order == order)
+            return i;
+    fail_msg("no slot for connection %u", order);
+    return 0;
+}
+
+/* ---- Tests ---------------------------------------------------------------- */
+
+/* A browser reads its whole response, then closes with RST (the seed's
+ * DWC pattern): the slot must be free within one poll of the RST. */
+static void test_browser_rst(void **state)
+{
+    fx *f = *state;
+    srv_opts o = {.mode = APP_RESPOND, .slots = 8, .resp_len = 2000};
+    srv *s = f->s = srv_start(&o);
+    int c = track(f, nu_client(s->port, 0));
+    send_req(c);
+    uint8_t buf[2000];
+    rd r = {.fd = c, .buf = buf, .cap = sizeof buf, .want = sizeof buf, .end = -1};
+    assert_true(srv_run(s, 5000, rd_tick, &r));
+    assert_int_equal(r.got, s->resp_len);
+    assert_memory_equal(buf, s->resp, s->resp_len);
+
+    unsigned idx = slot_of_order(s, 0);
+    untrack(f, c);
+    nu_close_rst(c);
+    /* The RST is in the kernel now (loopback); the next wait() reports it
+     * and the poll after it frees the slot. */
+    unsigned passes = 0;
+    while (sn_slot_state(s->core, idx) != SN_FREE && passes < 50) {
+        srv_step(s, 10);
+        passes++;
+    }
+    const sn_stats *st = sn_stats_get(s->core);
+    print_message("browser_rst: slot free %u poll(s) after the RST (graceful %u, peer %u)\n", passes,
+                  st->closed_graceful, st->closed_peer);
+    assert_true(passes <= 2);
+    assert_int_equal(st->closed_graceful + st->closed_peer, 1);
+    assert_int_equal(st->closed_timeout, 0);
+    assert_int_equal(s->app_errors, 0);
+}
+
+/* The seed's bug 1 proper: a client resets while the close is still
+ * pending with undelivered data. Freed at once, not at the timeout. */
+static void test_rst_while_close_pending(void **state)
+{
+    fx *f = *state;
+    srv_opts o = {.mode = APP_WRITE_ONCE, .slots = 8, .resp_len = 8u << 20};
+    srv *s = f->s = srv_start(&o);
+    int c = track(f, nu_client(s->port, 8192));
+    send_req(c);
+    uint8_t *buf = f->mem = malloc(100000);
+    assert_non_null(buf);
+    rd r = {.fd = c, .buf = buf, .cap = 100000, .want = 100000, .end = -1};
+    assert_true(srv_run(s, 5000, rd_tick, &r));
+    unsigned idx = slot_of_order(s, 0);
+    assert_int_equal(sn_slot_state(s->core, idx), SN_CLOSE_PENDING);
+
+    untrack(f, c);
+    nu_close_rst(c);
+    unsigned passes = 0;
+    while (sn_slot_state(s->core, idx) != SN_FREE && passes < 50) {
+        srv_step(s, 10);
+        passes++;
+    }
+    print_message("rst_while_close_pending: slot free %u poll(s) after the RST\n", passes);
+    assert_true(passes <= 2);
+    const sn_stats *st = sn_stats_get(s->core);
+    assert_int_equal(st->closed_peer, 1);
+    assert_int_equal(st->closed_timeout, 0);
+    assert_int_equal(s->freed[SN_FREED_PEER], 1);
+}
+
+static bool freed_timeout(srv *s, void *arg)
+{
+    (void)arg;
+    return s->freed[SN_FREED_TIMEOUT] > 0;
+}
+
+/* A client that never reads: the window fills, the close cannot drain,
+ * and close_timeout (2 s) frees the slot with RST. */
+static void test_never_reads_times_out(void **state)
+{
+    fx *f = *state;
+    srv_opts o = {.mode = APP_WRITE_ONCE, .slots = 8, .resp_len = 8u << 20};
+    srv *s = f->s = srv_start(&o);
+    int c = track(f, nu_client(s->port, 8192));
+    send_req(c);
+    assert_true(srv_run(s, 10000, freed_timeout, NULL));
+    uint32_t dt = s->t_freed - s->t_close;
+    print_message("never_reads: close timed out after %u ms (close_timeout 2000)\n", dt);
+    assert_true(dt >= 2000);
+    assert_true(dt <= 2300);
+    const sn_stats *st = sn_stats_get(s->core);
+    assert_int_equal(st->closed_timeout, 1);
+    assert_int_equal(st->closed_graceful, 0);
+
+    /* The client finds what did arrive, then the reset. */
+    const size_t cap = 16u << 20;
+    uint8_t *buf = f->mem = malloc(cap);
+    assert_non_null(buf);
+    int end;
+    size_t got = nu_read_all(c, buf, cap, 10000, &end);
+    assert_int_equal(end, ECONNRESET);
+    assert_true(got < s->resp_len);
+    assert_memory_equal(buf, s->resp, got);
+}
+
+/* A well-behaved client gets every byte, then the FIN. */
+static void test_graceful_crc(void **state)
+{
+    fx *f = *state;
+    srv_opts o = {.mode = APP_RESPOND, .slots = 8, .resp_len = 6u << 20};
+    srv *s = f->s = srv_start(&o);
+    int c = track(f, nu_client(s->port, 0));
+    send_req(c);
+    uint8_t *buf = f->mem = malloc(s->resp_len + 1);
+    assert_non_null(buf);
+    rd r = {.fd = c, .buf = buf, .cap = s->resp_len + 1, .end = -1};
+    assert_true(srv_run(s, 20000, rd_tick, &r));
+    assert_int_equal(r.end, 0); /* recv() returned 0: a FIN, no RST */
+    assert_int_equal(r.got, s->resp_len);
+    uLong want = crc32(crc32(0L, Z_NULL, 0), s->resp, (uInt)s->resp_len);
+    uLong got = crc32(crc32(0L, Z_NULL, 0), buf, (uInt)r.got);
+    assert_int_equal(got, want);
+    const sn_stats *st = sn_stats_get(s->core);
+    assert_int_equal(st->closed_graceful, 1);
+    assert_int_equal(st->closed_timeout, 0);
+    assert_int_equal(s->freed[SN_FREED_GRACEFUL], 1);
+    assert_int_equal(s->app_errors, 0);
+}
+
+static bool backlog_has_one(srv *s, void *arg)
+{
+    (void)arg;
+    return sn_stats_get(s->core)->backlog_now == 1;
+}
+
+/* Eight slots busy: a ninth client waits in the backlog and gets the first
+ * slot that frees, in the same poll pass. */
+static void test_backlog_ninth(void **state)
+{
+    fx *f = *state;
+    srv_opts o = {.mode = APP_RESPOND, .slots = 8, .resp_len = 1000, .hold_first = 8};
+    srv *s = f->s = srv_start(&o);
+    int c[9];
+    for (int i = 0; i < 8; i++) {
+        c[i] = track(f, nu_client(s->port, 0));
+        send_req(c[i]);
+    }
+    unsigned eight = 8;
+    assert_true(srv_run(s, 5000, accepted_at_least, &eight));
+
+    c[8] = track(f, nu_client(s->port, 0));
+    send_req(c[8]);
+    assert_true(srv_run(s, 5000, backlog_has_one, NULL));
+    srv_run(s, 200, NULL, NULL); /* it waits: no slot, no reply */
+    assert_int_equal(s->accepted, 8);
+    assert_int_equal(nu_poll1(c[8], POLLIN, 0), 0);
+    uint32_t connected;
+    sn_bitmaps(s->core, &connected, NULL);
+    assert_int_equal(connected, 0xffu);
+
+    /* One held client leaves with RST: its slot goes to the ninth. */
+    untrack(f, c[3]);
+    nu_close_rst(c[3]);
+    unsigned nine = 9;
+    assert_true(srv_run(s, 2000, accepted_at_least, &nine));
+    print_message("backlog: freed in pass %u, ninth accepted in pass %u\n", s->pass_peer_closed,
+                  s->pass_last_accept);
+    assert_int_equal(s->pass_last_accept, s->pass_peer_closed);
+
+    uint8_t buf[1001];
+    rd r = {.fd = c[8], .buf = buf, .cap = sizeof buf, .end = -1};
+    assert_true(srv_run(s, 5000, rd_tick, &r));
+    assert_int_equal(r.end, 0);
+    assert_int_equal(r.got, 1000);
+    assert_memory_equal(buf, s->resp, 1000);
+    const sn_stats *st = sn_stats_get(s->core);
+    assert_int_equal(st->rejected, 0);
+    assert_int_equal(st->backlog_peak, 1);
+}
+
+/* A client that connects and says nothing is dropped at the listener's
+ * idle timeout; one that keeps talking is not. */
+static void test_idle_drop(void **state)
+{
+    fx *f = *state;
+    srv_opts o = {.mode = APP_RESPOND, .slots = 8, .idle_ms = 300, .resp_len = 10};
+    srv *s = f->s = srv_start(&o);
+    int quiet = track(f, nu_client(s->port, 0));
+    unsigned one = 1;
+    assert_true(srv_run(s, 3000, accepted_at_least, &one));
+    uint32_t t_quiet = s->t_accepted;
+    int chatty = track(f, nu_client(s->port, 0));
+    unsigned two = 2;
+    assert_true(srv_run(s, 3000, accepted_at_least, &two));
+
+    /* The chatty one sends a byte (no newline: no reply) every 100 ms. */
+    uint64_t end = nu_ms() + 5000;
+    uint64_t next = 0;
+    while (!s->freed[SN_FREED_IDLE] && nu_ms() < end) {
+        if (nu_ms() >= next) {
+            assert_int_equal(send(chatty, "x", 1, MSG_NOSIGNAL), 1);
+            next = nu_ms() + 100;
+        }
+        srv_step(s, 10);
+    }
+    assert_int_equal(s->freed[SN_FREED_IDLE], 1);
+    uint32_t waited = s->t_freed - t_quiet;
+    print_message("idle: silent client dropped after %u ms (idle 300)\n", waited);
+    assert_true(waited >= 300);
+    assert_int_equal(sn_stats_get(s->core)->idle_timeouts, 1);
+    char b[4];
+    assert_true(nu_poll1(quiet, POLLIN, 3000) != 0);
+    assert_int_equal(recv(quiet, b, sizeof b, MSG_DONTWAIT), -1);
+    assert_int_equal(errno, ECONNRESET);
+
+    /* Another 600 ms of chatter: still connected. */
+    end = nu_ms() + 600;
+    while (nu_ms() < end) {
+        if (nu_ms() >= next) {
+            assert_int_equal(send(chatty, "x", 1, MSG_NOSIGNAL), 1);
+            next = nu_ms() + 100;
+        }
+        srv_step(s, 10);
+    }
+    assert_int_equal(s->freed[SN_FREED_IDLE], 1);
+    assert_int_equal(sn_slot_state(s->core, slot_of_order(s, 1)), SN_CONNECTED);
+}
+
+/* Child process: connect, wait a moment, reset; again and again. */
+static void hammer(uint16_t port, unsigned ms)
+{
+    for (int fd = 3; fd < 1024; fd++) /* drop the parent's descriptors */
+        close(fd);
+    uint64_t end = nu_ms() + ms;
+    while (nu_ms() < end) {
+        int fds[16];
+        int n = 0;
+        for (int i = 0; i < 16; i++) {
+            int fd = nu_client_nb(port);
+            if (fd >= 0)
+                fds[n++] = fd;
+        }
+        nu_sleep_ms(5);
+        for (int i = 0; i < n; i++)
+            nu_close_rst(fds[i]);
+    }
+}
+
+typedef struct echo_client {
+    int fd;
+    unsigned sent, matched, bad;
+    char expect[32];
+    size_t exp_len, got;
+    char in[32];
+    bool waiting;
+} echo_client;
+
+static void echo_send(echo_client *e)
+{
+    int len = snprintf(e->expect, sizeof e->expect, "ping %u\n", e->sent++);
+    e->exp_len = (size_t)len;
+    e->got = 0;
+    e->waiting = true;
+    if (send(e->fd, e->expect, e->exp_len, MSG_NOSIGNAL) != (ssize_t)e->exp_len)
+        e->bad++;
+}
+
+static bool echo_tick(srv *s, void *arg)
+{
+    (void)s;
+    echo_client *e = arg;
+    if (!e->waiting)
+        return true;
+    ssize_t n = recv(e->fd, e->in + e->got, e->exp_len - e->got, MSG_DONTWAIT);
+    if (n > 0)
+        e->got += (size_t)n;
+    else if (n == 0 || (errno != EAGAIN && errno != EINTR))
+        e->bad++, e->waiting = false;
+    if (e->waiting && e->got == e->exp_len) {
+        e->waiting = false;
+        if (memcmp(e->in, e->expect, e->exp_len) == 0)
+            e->matched++;
+        else
+            e->bad++;
+    }
+    return !e->waiting;
+}
+
+/* Out of descriptors under a connect storm: the loop neither spins nor
+ * drops the connection it already has; with descriptors back, it serves. */
+static void test_emfile_storm(void **state)
+{
+    fx *f = *state;
+    srv_opts o = {.mode = APP_ECHO, .slots = 8};
+    srv *s = f->s = srv_start(&o);
+    echo_client live = {.fd = track(f, nu_client(s->port, 0))};
+    echo_send(&live);
+    assert_true(srv_run(s, 3000, echo_tick, &live));
+    assert_int_equal(live.matched, 1);
+    sn_id live_id = s->app[slot_of_order(s, 0)].id;
+
+    const unsigned storm_ms = 2000;
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        hammer(s->port, storm_ms);
+        _exit(0);
+    }
+    /* A couple of descriptors to spare, no more. */
+    int lowest = nu_lowest_free_fd();
+    assert_int_equal(nu_rlimit_set((unsigned long)lowest + 2u), 0);
+
+    uint32_t passes0 = sn_stats_get(s->core)->poll_passes;
+    uint32_t worst = 0, window0 = passes0;
+    uint64_t t0 = nu_ms(), win_start = t0, next_ping = t0;
+    while (nu_ms() - t0 < storm_ms + 200) {
+        srv_step(s, 50);
+        echo_tick(s, &live);
+        if (!live.waiting && nu_ms() >= next_ping) {
+            echo_send(&live);
+            next_ping = nu_ms() + 50;
+        }
+        if (nu_ms() - win_start >= 1000) {
+            uint32_t p = sn_stats_get(s->core)->poll_passes;
+            if (p - window0 > worst)
+                worst = p - window0;
+            window0 = p;
+            win_start = nu_ms();
+        }
+    }
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    nu_rlimit_restore();
+    assert_true(srv_run(s, 3000, echo_tick, &live));
+
+    const sn_stats *st = sn_stats_get(s->core);
+    print_message("emfile storm: %u emfile events, %u accepted, worst %u poll passes/s, "
+                  "%u/%u pings echoed\n",
+                  st->emfile_events, st->accepted, worst, live.matched, live.sent);
+    assert_true(st->emfile_events > 0);
+    assert_true(worst < 5000); /* a spinning loop makes 100k+ */
+    assert_int_equal(live.bad, 0);
+    assert_int_equal(live.matched, live.sent);
+    assert_true(live.matched >= 10);
+    assert_int_equal(s->app[sn_id_index(live_id)].id, live_id);
+    assert_int_equal(sn_slot_id(s->core, sn_id_index(live_id)), live_id);
+
+    /* Descriptors back: a new client is served (after the pause ends). */
+    echo_client fresh = {.fd = track(f, nu_client(s->port, 0))};
+    echo_send(&fresh);
+    assert_true(srv_run(s, 5000, echo_tick, &fresh));
+    assert_int_equal(fresh.matched, 1);
+    echo_send(&live);
+    assert_true(srv_run(s, 3000, echo_tick, &live));
+    assert_int_equal(live.bad, 0);
+}
+
+/* ---- Churn: many browser-like clients ----------------------------------- */
+
+#define CHURN_THREADS 4
+#define CHURN_PER_THREAD 500
+#define CHURN_RESP 2000
+
+typedef struct churn {
+    uint16_t port;
+    const uint8_t *resp;
+    unsigned ok, failed;
+    volatile int done;
+} churn;
+
+static pthread_mutex_t churn_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static void *churn_client(void *arg)
+{
+    churn *c = arg;
+    unsigned ok = 0, failed = 0;
+    uint8_t buf[CHURN_RESP];
+    for (int i = 0; i < CHURN_PER_THREAD; i++) {
+        int fd = nu_client(c->port, 0);
+        if (fd < 0) {
+            failed++;
+            continue;
+        }
+        int end;
+        size_t got = 0;
+        if (send(fd, "GET\n", 4, MSG_NOSIGNAL) == 4)
+            got = nu_read_all(fd, buf, sizeof buf, 10000, &end);
+        if (got == sizeof buf && memcmp(buf, c->resp, sizeof buf) == 0)
+            ok++;
+        else
+            failed++;
+        nu_close_rst(fd);
+    }
+    pthread_mutex_lock(&churn_mu);
+    c->ok += ok;
+    c->failed += failed;
+    c->done++;
+    pthread_mutex_unlock(&churn_mu);
+    return NULL;
+}
+
+static bool churn_done(srv *s, void *arg)
+{
+    (void)s;
+    churn *c = arg;
+    pthread_mutex_lock(&churn_mu);
+    bool d = c->done == CHURN_THREADS;
+    pthread_mutex_unlock(&churn_mu);
+    return d;
+}
+
+static bool all_free(srv *s, void *arg)
+{
+    (void)arg;
+    for (unsigned i = 0; i < sn_slot_count(s->core); i++)
+        if (sn_slot_state(s->core, i) != SN_FREE)
+            return false;
+    return true;
+}
+
+/* 2000 clients that read their response and reset: all served, no slot
+ * left behind. The longest poll pass is printed, not judged. */
+static void test_churn(void **state)
+{
+    fx *f = *state;
+    srv_opts o = {.mode = APP_RESPOND, .slots = 8, .resp_len = CHURN_RESP};
+    srv *s = f->s = srv_start(&o);
+    churn c = {.port = s->port, .resp = s->resp};
+    pthread_t th[CHURN_THREADS];
+    for (int i = 0; i < CHURN_THREADS; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, churn_client, &c), 0);
+    uint64_t t0 = nu_ms();
+    bool finished = srv_run(s, 120000, churn_done, &c);
+    uint64_t dt = nu_ms() - t0;
+    for (int i = 0; i < CHURN_THREADS; i++)
+        pthread_join(th[i], NULL);
+    assert_true(finished);
+    assert_true(srv_run(s, 5000, all_free, NULL));
+
+    const sn_stats *st = sn_stats_get(s->core);
+    print_message("churn [%s]: %u clients in %llu ms, longest poll pass %u us, %u passes, "
+                  "graceful %u, peer %u, timeout %u, backlog peak %u\n",
+                  nu_use_poll ? "poll" : "epoll", c.ok + c.failed, (unsigned long long)dt,
+                  st->longest_poll_us, st->poll_passes, st->closed_graceful, st->closed_peer,
+                  st->closed_timeout, st->backlog_peak);
+    assert_int_equal(c.failed, 0);
+    assert_int_equal(c.ok, CHURN_THREADS * CHURN_PER_THREAD);
+    assert_int_equal(st->accepted, CHURN_THREADS * CHURN_PER_THREAD);
+    assert_int_equal(st->closed_timeout, 0);
+    assert_int_equal(s->app_errors, 0);
+}
+
+int main(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_browser_rst, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rst_while_close_pending, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_never_reads_times_out, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_graceful_crc, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backlog_ninth, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_idle_drop, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_emfile_storm, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_churn, setup, teardown),
+    };
+    int failed = 0;
+    nu_use_poll = false;
+    failed += cmocka_run_group_tests_name("loopback/epoll", tests, NULL, NULL);
+    nu_use_poll = true;
+    failed += cmocka_run_group_tests_name("loopback/poll", tests, NULL, NULL);
+    return failed ? 1 : 0;
+}
