@@ -5,7 +5,7 @@ JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 LISTEN     ?= 127.0.0.1:8080
 SLOTS      ?= 8
 
-.PHONY: all run test deps build build-test soak clean
+.PHONY: all run test deps build build-test soak bench clean
 
 all: build
 
@@ -32,6 +32,10 @@ test: build-test
 SOAK_SEEDS ?= 5000
 soak: build-test
 	$(TESTBUILD)/bin/sim_soak --seeds $(SOAK_SEEDS)
+
+# Figures, not pass/fail: slotnet against a bare epoll peer in the same run.
+bench: build
+	$(BUILD)/bin/loopback_churn --requests 20000 --clients 4
 
 clean:
 	rm -rf $(BUILD)

@@ -488,7 +488,8 @@ static void poll_open(sn_core *core, sn_slot *s)
     /* The owner may have closed or freed the slot in its handler. */
     if (lookup(core, id) != s)
         return;
-    if ((s->flags & SN_SF_WANT_WRITE) && (st.flags & SN_BF_WRITABLE) &&
+    /* A reset also answers a waiting writer: its next write says so. */
+    if ((s->flags & SN_SF_WANT_WRITE) && (st.flags & (SN_BF_WRITABLE | SN_BF_RESET)) &&
         (s->state == SN_CONNECTED || s->state == SN_OTHER_END_CLOSED)) {
         s->flags &= (uint8_t)~SN_SF_WANT_WRITE;
         emit(core, s, SN_EV_WRITABLE, 0);
@@ -627,7 +628,7 @@ uint32_t sn_next_timeout(const sn_core *core, uint32_t now, uint32_t max_ms)
     if (core->bl_count > 0)
         t = min_wait(t, now, core->backlog[0].since + core->cfg.backlog_timeout_ms);
     if (core->rq_count > 0)
-        t = min_wait(t, now, core->rq[core->rq_head].due);
+        t = min_wait(t, now, sn__release_next(core));
     for (unsigned i = 0; i < SN_MAX_LISTENERS; i++)
         if (core->listeners[i].active && core->listeners[i].paused)
             t = min_wait(t, now, core->listeners[i].paused_until);
@@ -1031,10 +1032,13 @@ int sn_check(const sn_core *core, char *why, size_t len)
         const sn_release *r = &core->rq[(core->rq_head + k) % core->cfg.release_queue];
         if (r->ch == NULL || handle_seen(core, r->ch, core->cfg.slots))
             FAIL("release entry %u: missing handle or still in a slot", k);
+        if ((uint32_t)(r->due - core->now) > core->cfg.release_delay_ms &&
+            !sn_time_reached(core->now, r->due))
+            FAIL("release entry %u due beyond the release delay", k);
         if (k > 0) {
             const sn_release *q = &core->rq[(core->rq_head + k - 1) % core->cfg.release_queue];
-            if (sn_time_after(q->due + core->cfg.release_spacing_ms, r->due))
-                FAIL("release entries %u,%u closer than the spacing", k - 1, k);
+            if (sn_time_after(q->due, r->due))
+                FAIL("release entries %u,%u out of order", k - 1, k);
         }
     }
     return SN_OK;

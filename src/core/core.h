@@ -81,7 +81,7 @@ struct sn_core {
     sn_release *rq; /* ring */
     uint16_t rq_head;
     uint16_t rq_count;
-    uint32_t rq_last_due;
+    uint32_t rq_last; /* time of the latest release */
     bool rq_has_last;
 
     sn_blocked *blocked;
@@ -94,6 +94,7 @@ struct sn_core {
 /* release.c */
 void sn__release_enqueue(sn_core *core, void *ch);
 void sn__release_run(sn_core *core);
+uint32_t sn__release_next(const sn_core *core); /* when the head may go */
 void sn__release_all(sn_core *core);
 
 #endif
