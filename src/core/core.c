@@ -39,6 +39,7 @@ static void set_state(sn_core *core, sn_slot *s, sn_state to)
 {
     unsigned from = s->state;
     assert(from < 8 && (legal[from] & B(to)) && "illegal slot transition");
+    (void)legal; /* only the assert reads it */
     if (s->listener != SN_NO_LISTENER) {
         sn_listener *l = &core->listeners[s->listener];
         if (counted(from) && !counted(to))
