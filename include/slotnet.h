@@ -150,14 +150,15 @@ typedef enum sn_event {
     SN_EV_WRITABLE,       /* send space opened up after a short write */
     SN_EV_PEER_CLOSED,    /* slot became other-end-closed */
     SN_EV_ABORTED,        /* internal error; info = error; acknowledge with sn_terminate */
-    SN_EV_FREED,          /* slot is free again; info = sn_free_reason */
+    SN_EV_FREED,          /* the core freed the slot on its own; info = sn_free_reason.
+                             Not raised for sn_terminate() or sn_close() of a reset or
+                             aborted slot: the caller freed it and knows. */
 } sn_event;
 
 typedef enum sn_free_reason {
     SN_FREED_GRACEFUL,   /* close: everything delivered, then FIN */
     SN_FREED_PEER,       /* close: peer closed or reset while draining */
     SN_FREED_TIMEOUT,    /* close: drain timed out, RST */
-    SN_FREED_TERMINATED, /* sn_terminate or acknowledged abort, RST */
     SN_FREED_IDLE,       /* idle timeout, RST */
 } sn_free_reason;
 

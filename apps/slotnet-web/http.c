@@ -1,0 +1,547 @@
+/*
+ * HTTP/1.1 on one slot: read a request, parse it with http_parser, answer
+ * with sn_write as send space allows, then either wait for the next request
+ * (keep-alive) or let the core close the slot.
+ *
+ * A connection is in one phase at a time:
+ *   PH_READ    read and parse; a complete request starts a response
+ *   PH_WRITE   write the response; input stays unread (it waits in the
+ *              stack, and pipelined bytes we already hold wait in in[])
+ *   PH_CLOSING sn_close/CLOSE_AFTER/sn_terminate issued; wait for FREED
+ * Every event is checked against the slot's current sn_id first, so nothing
+ * left over from a freed connection ever touches the next one.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "web.h"
+
+/* The body of an in-memory response starts here in out[]; the header is
+ * built afterwards and copied in just before it, so the body never moves. */
+#define HDR_ROOM 1024
+
+/* An idle keep-alive connection is closed for a waiting one only after
+ * this long without a request (see web_reuse_idle). */
+#define REUSE_MIN_IDLE_MS 50u
+
+/* Requests one connection may have answered in one turn before the others
+ * get theirs; a client pipelining as fast as it reads would otherwise keep
+ * the loop to itself. The rest waits for web_resume(). */
+#define REQUESTS_PER_TURN 8u
+
+/* ---- Parser callbacks -------------------------------------------------- */
+
+static int on_url(http_parser *p, const char *at, size_t len)
+{
+    struct conn *c = p->data;
+    /* Fragments of one URL are adjacent in in[]: we feed in[] in order. */
+    if (c->url_len == 0)
+        c->url_off = (size_t)(at - c->in);
+    c->url_len += len;
+    return 0;
+}
+
+static int on_headers_complete(http_parser *p)
+{
+    struct conn *c = p->data;
+    c->headers_done = true;
+    /* Only GET and HEAD are served: stop here and answer 405 without
+     * waiting for a body we would throw away. */
+    if (p->method != HTTP_GET && p->method != HTTP_HEAD)
+        http_parser_pause(p, 1);
+    return 0;
+}
+
+static int on_message_complete(http_parser *p)
+{
+    struct conn *c = p->data;
+    c->msg_done = true;
+    /* Stop at the end of this message: any pipelined request behind it
+     * stays in in[] until this one has been answered. */
+    http_parser_pause(p, 1);
+    return 0;
+}
+
+static const http_parser_settings parser_settings = {
+    .on_url = on_url,
+    .on_headers_complete = on_headers_complete,
+    .on_message_complete = on_message_complete,
+};
+
+/* ---- Connection record ------------------------------------------------- */
+
+static void drop_file(struct conn *c)
+{
+    if (c->fd >= 0)
+        close(c->fd);
+    c->fd = -1;
+    c->file_left = 0;
+}
+
+/* Ready for the next request; keeps in[] (pipelined bytes). */
+static void request_reset(struct conn *c)
+{
+    http_parser_init(&c->parser, HTTP_REQUEST);
+    c->parser.data = c;
+    c->url_off = c->url_len = 0;
+    c->headers_done = c->msg_done = false;
+    c->out_len = c->out_off = 0;
+    c->close_after = false;
+    drop_file(c);
+}
+
+static void conn_start(struct conn *c, sn_id id, uint32_t now)
+{
+    c->id = id;
+    c->phase = PH_READ;
+    c->last_active = now;
+    c->in_len = c->fed = 0;
+    c->peer_closed = false;
+    c->resume = false;
+    request_reset(c);
+}
+
+/* sn_terminate, and sn_close of a reset connection, free the slot inside
+ * the call, and no SN_EV_FREED need follow: let go of the record here. A
+ * late FREED for the old id then fails the id check like any leftover. */
+static void forget_if_freed(struct web *w, struct conn *c, sn_id id)
+{
+    if (id != SN_ID_NONE && c->id == id && sn_slot_id(w->core, sn_id_index(id)) != id) {
+        drop_file(c);
+        c->phase = PH_CLOSING;
+        c->id = SN_ID_NONE;
+    }
+}
+
+/* State first, then the call, in case the core reports back from inside it. */
+static void conn_close(struct web *w, struct conn *c)
+{
+    sn_id id = c->id;
+    drop_file(c);
+    c->phase = PH_CLOSING;
+    sn_close(w->core, id);
+    forget_if_freed(w, c, id);
+}
+
+static void conn_terminate(struct web *w, struct conn *c)
+{
+    sn_id id = c->id;
+    drop_file(c);
+    c->phase = PH_CLOSING;
+    sn_terminate(w->core, id);
+    forget_if_freed(w, c, id);
+}
+
+/* ---- Responses --------------------------------------------------------- */
+
+/* Refills out[] from the file. False when the file ended early or failed:
+ * the Content-Length already sent can no longer be kept. */
+static bool refill(struct conn *c)
+{
+    size_t want = c->file_left < OUT_SIZE ? (size_t)c->file_left : OUT_SIZE;
+    ssize_t n;
+    do
+        n = read(c->fd, c->out, want);
+    while (n < 0 && errno == EINTR);
+    if (n <= 0)
+        return false;
+    c->out_off = 0;
+    c->out_len = (size_t)n;
+    c->file_left -= (uint64_t)n;
+    return true;
+}
+
+/* The response is out: drop the answered request, keep any pipelined
+ * bytes behind it, and read the next one. */
+static void next_request(struct conn *c)
+{
+    size_t rest = c->in_len - c->fed;
+    memmove(c->in, c->in + c->fed, rest);
+    c->in_len = rest;
+    c->fed = 0;
+    request_reset(c);
+    c->phase = PH_READ;
+}
+
+/* Writes as much as the core takes. True once the whole response is out
+ * and the connection stays open; false while it waits for SN_EV_WRITABLE
+ * or once it is closing. */
+static bool pump(struct web *w, struct conn *c)
+{
+    while (c->phase == PH_WRITE) {
+        if (c->out_off == c->out_len) {
+            if (c->file_left > 0) {
+                if (!refill(c)) {
+                    conn_terminate(w, c); /* a reset beats a silently short body */
+                    return false;
+                }
+                continue;
+            }
+            return true;
+        }
+        bool last = c->file_left == 0;
+        unsigned flags = 0;
+        if (last)
+            flags = SN_WRITE_PUSH | (c->close_after ? SN_WRITE_CLOSE_AFTER : 0u);
+        size_t want = c->out_len - c->out_off;
+        int n = sn_write(w->core, c->id, c->out + c->out_off, want, flags);
+        if (n == SN_EAGAIN || n == SN_ENOMEM)
+            n = 0; /* documented as never fatal; same as a full buffer */
+        if (n < 0) {
+            conn_close(w, c); /* peer gone or slot broken: nothing more to say */
+            return false;
+        }
+        if (n > 0)
+            c->last_active = w->now;
+        c->out_off += (size_t)n;
+        if ((size_t)n < want)
+            return false; /* the rest goes on SN_EV_WRITABLE */
+        if (last && c->close_after) {
+            /* All of a CLOSE_AFTER write was taken: the core closes now. */
+            drop_file(c);
+            c->phase = PH_CLOSING;
+            return false;
+        }
+    }
+    return false;
+}
+
+static void format_date(char *buf, size_t len)
+{
+    time_t t = time(NULL);
+    struct tm tm;
+    if (t == (time_t)-1 || !gmtime_r(&t, &tm) ||
+        strftime(buf, len, "%a, %d %b %Y %H:%M:%S GMT", &tm) == 0)
+        buf[0] = '\0';
+}
+
+/*
+ * Starts a response whose body is either out[HDR_ROOM..HDR_ROOM+body_len)
+ * or the open file c->fd (length bytes); serve() writes it. extra is more
+ * header lines, each ending in CRLF. HEAD gets the same header, no body.
+ */
+static void respond(struct web *w, struct conn *c, unsigned status, const char *type,
+                    const char *extra, uint64_t length, size_t body_len, bool close)
+{
+    bool head = c->headers_done && c->parser.method == HTTP_HEAD;
+    char date[64];
+    char hdr[HDR_ROOM];
+
+    format_date(date, sizeof date);
+    int h = snprintf(hdr, sizeof hdr,
+                     "HTTP/1.1 %u %s\r\n"
+                     "%s%s%s"
+                     "Server: slotnet-web\r\n"
+                     "%s%s%s"
+                     "Content-Length: %" PRIu64 "\r\n"
+                     "%s"
+                     "%s"
+                     "\r\n",
+                     status, http_status_str((enum http_status)status), date[0] ? "Date: " : "",
+                     date, date[0] ? "\r\n" : "", type ? "Content-Type: " : "", type ? type : "",
+                     type ? "\r\n" : "", length, extra ? extra : "",
+                     close ? "Connection: close\r\n" : "");
+    if (h < 0 || (size_t)h >= sizeof hdr) {
+        /* Only a caller bug gets here (extra is bounded by its callers). */
+        conn_terminate(w, c);
+        return;
+    }
+    memcpy(c->out + HDR_ROOM - (size_t)h, hdr, (size_t)h);
+    c->out_off = HDR_ROOM - (size_t)h;
+    c->out_len = HDR_ROOM + (head ? 0 : body_len);
+    if (head)
+        drop_file(c);
+    else if (c->fd >= 0)
+        c->file_left = length;
+    c->close_after = close;
+    c->phase = PH_WRITE;
+    c->last_active = w->now;
+}
+
+/* A short text/plain response for errors and redirects. */
+static void respond_text(struct web *w, struct conn *c, unsigned status, const char *extra,
+                         bool close)
+{
+    int n = snprintf(c->out + HDR_ROOM, OUT_SIZE - HDR_ROOM, "%u %s\n", status,
+                     http_status_str((enum http_status)status));
+    size_t len = n > 0 ? (size_t)n : 0;
+    respond(w, c, status, "text/plain; charset=utf-8", extra, len, len, close);
+}
+
+static void respond_status(struct web *w, struct conn *c, bool close)
+{
+    size_t len = status_json(w, c->out + HDR_ROOM, OUT_SIZE - HDR_ROOM);
+    if (len == 0) {
+        respond_text(w, c, 500, NULL, close);
+        return;
+    }
+    respond(w, c, 200, "application/json", "Cache-Control: no-store\r\n", len, len, close);
+}
+
+static void respond_file(struct web *w, struct conn *c, const char *path, size_t path_len,
+                         bool close)
+{
+    uint64_t size = 0;
+    const char *type = NULL;
+    int fd = -1;
+
+    switch (file_open(w, path, path_len, &fd, &size, &type)) {
+    case FILE_OK:
+        c->fd = fd;
+        /* Revalidate every time: the page is served by a device whose
+         * firmware (and so its files) can change under the browser. */
+        respond(w, c, 200, type, "Cache-Control: no-cache\r\n", size, 0, close);
+        return;
+    case FILE_REDIRECT: {
+        char extra[700];
+        if (path_len > 512) {
+            respond_text(w, c, 414, NULL, close);
+            return;
+        }
+        snprintf(extra, sizeof extra, "Location: %.*s/\r\n", (int)path_len, path);
+        respond_text(w, c, 301, extra, close);
+        return;
+    }
+    case FILE_FORBIDDEN:
+        respond_text(w, c, 403, NULL, close);
+        return;
+    case FILE_NOT_FOUND:
+        respond_text(w, c, 404, NULL, close);
+        return;
+    case FILE_ERROR:
+        break;
+    }
+    respond_text(w, c, 500, NULL, close);
+}
+
+/* A complete request is in in[0..fed). */
+static void handle_request(struct web *w, struct conn *c)
+{
+    http_parser *p = &c->parser;
+    w->requests++;
+    if (p->http_major != 1) {
+        respond_text(w, c, 505, NULL, true);
+        return;
+    }
+    /* HTTP/1.0 always closes, even when it asks for keep-alive: simpler,
+     * and such clients are rare. An upgrade we do not speak closes too, so
+     * its next bytes are never taken for a request. */
+    bool close = p->http_minor == 0 || !http_should_keep_alive(p) || p->upgrade;
+
+    struct http_parser_url u;
+    http_parser_url_init(&u);
+    if (http_parser_parse_url(c->in + c->url_off, c->url_len, 0, &u) != 0 ||
+        !(u.field_set & (1u << UF_PATH))) {
+        respond_text(w, c, 400, NULL, true);
+        return;
+    }
+    const char *path = c->in + c->url_off + u.field_data[UF_PATH].off;
+    size_t path_len = u.field_data[UF_PATH].len;
+
+    static const char status_path[] = "/status";
+    if (path_len == sizeof status_path - 1 && memcmp(path, status_path, path_len) == 0)
+        respond_status(w, c, close);
+    else
+        respond_file(w, c, path, path_len, close);
+}
+
+/* http_parser calls both "BREW /" and binary noise an invalid method. A
+ * well-formed method we do not know is 501; anything else is 400. */
+static bool looks_like_method(const struct conn *c)
+{
+    size_t i = 0;
+    while (i < c->in_len && ((c->in[i] >= 'A' && c->in[i] <= 'Z') || c->in[i] == '-' ||
+                             c->in[i] == '_'))
+        i++;
+    return i > 0 && (i == c->in_len || c->in[i] == ' ');
+}
+
+/* Runs the parser over in[fed..in_len) and acts on what it found. */
+static void parse(struct web *w, struct conn *c)
+{
+    size_t avail = c->in_len - c->fed;
+    size_t used = http_parser_execute(&c->parser, &parser_settings, c->in + c->fed, avail);
+    c->fed += used;
+
+    enum http_errno err = HTTP_PARSER_ERRNO(&c->parser);
+    if (err == HPE_PAUSED) {
+        if (c->msg_done)
+            handle_request(w, c);
+        else
+            respond_text(w, c, 405, "Allow: GET, HEAD\r\n", true);
+        return;
+    }
+    if (err == HPE_INVALID_METHOD) {
+        respond_text(w, c, looks_like_method(c) ? 501 : 400, NULL, true);
+        return;
+    }
+    if (err != HPE_OK || used != avail) {
+        respond_text(w, c, 400, NULL, true);
+        return;
+    }
+    if (c->in_len == IN_SIZE) {
+        /* Full and still no complete request: it can never fit. */
+        respond_text(w, c, c->headers_done ? 413 : 431, NULL, true);
+        return;
+    }
+}
+
+/*
+ * Moves one connection as far as it can go now: write what is pending,
+ * then read, parse and answer requests one after another, until it waits
+ * for the network, closes, or has had its turn. A loop, not recursion: a
+ * long pipeline must not grow the stack.
+ */
+static void serve(struct web *w, struct conn *c)
+{
+    unsigned answered = 0;
+    c->resume = false;
+    for (;;) {
+        if (c->phase == PH_WRITE) {
+            if (!pump(w, c))
+                return;
+            next_request(c);
+            if (++answered == REQUESTS_PER_TURN) {
+                c->resume = true;
+                return;
+            }
+            continue;
+        }
+        if (c->phase != PH_READ)
+            return;
+        if (c->fed < c->in_len) {
+            parse(w, c);
+            continue;
+        }
+        int n = sn_read(w->core, c->id, c->in + c->in_len, IN_SIZE - c->in_len);
+        if (n > 0) {
+            c->in_len += (size_t)n;
+            c->last_active = w->now;
+            continue;
+        }
+        if (n == 0 && !c->peer_closed)
+            return; /* more comes with SN_EV_READABLE */
+        /* Peer closed (a partial request dies with it), reset, or broken. */
+        if (n == SN_ECLOSED)
+            c->peer_closed = true;
+        conn_close(w, c);
+        return;
+    }
+}
+
+/* ---- Core events ------------------------------------------------------- */
+
+void web_on_event(sn_core *core, sn_id id, sn_event ev, int info, void *user)
+{
+    struct web *w = user;
+    unsigned i = sn_id_index(id);
+    (void)info;
+    if (i >= w->nconns)
+        return;
+    struct conn *c = &w->conns[i];
+
+    if (ev == SN_EV_ACCEPTED) {
+        conn_start(c, id, w->now);
+        serve(w, c); /* the request may already be waiting */
+        return;
+    }
+    if (c->id != id)
+        return; /* about a connection we no longer have */
+
+    switch (ev) {
+    case SN_EV_READABLE:
+        /* While writing, input waits: the core may keep saying READABLE,
+         * and a write attempt per poll pass would be busywork. */
+        if (c->phase == PH_READ)
+            serve(w, c);
+        break;
+    case SN_EV_WRITABLE:
+        if (c->phase == PH_WRITE)
+            serve(w, c);
+        break;
+    case SN_EV_PEER_CLOSED:
+        /* Half-close: a response in flight still goes out; reading after
+         * it sees SN_ECLOSED and closes. */
+        c->peer_closed = true;
+        serve(w, c);
+        break;
+    case SN_EV_ABORTED:
+        conn_terminate(w, c); /* acknowledges the abort; FREED follows */
+        break;
+    case SN_EV_FREED:
+        drop_file(c);
+        c->phase = PH_CLOSING;
+        c->id = SN_ID_NONE;
+        break;
+    default:
+        break; /* connect events: we never connect out */
+    }
+    (void)core;
+}
+
+void web_reuse_idle(struct web *w)
+{
+    const sn_stats *st = sn_stats_get(w->core);
+    if (st->backlog_now == 0)
+        return;
+    /* Like nginx reusing keep-alive connections when short of them: a
+     * connection waits for a slot while another sits idle between
+     * requests. Close the longest idle one, unless enough are closing
+     * already to take the waiting ones. A connection that answered a
+     * moment ago is spared: its client is likely sending the next request
+     * right now, and would see it dropped (browsers retry, but why race). */
+    unsigned closing = 0;
+    struct conn *oldest = NULL;
+    for (unsigned i = 0; i < w->nconns; i++) {
+        struct conn *c = &w->conns[i];
+        forget_if_freed(w, c, c->id);
+        if (c->id == SN_ID_NONE)
+            continue;
+        if (c->phase == PH_CLOSING)
+            closing++;
+        else if (c->phase == PH_READ && c->in_len == 0 &&
+                 sn_time_reached(w->now, c->last_active + REUSE_MIN_IDLE_MS) &&
+                 (!oldest || sn_time_after(oldest->last_active, c->last_active)))
+            oldest = c;
+    }
+    if (oldest && closing < st->backlog_now)
+        conn_close(w, oldest);
+}
+
+bool web_resume(struct web *w)
+{
+    bool more = false;
+    for (unsigned i = 0; i < w->nconns; i++) {
+        struct conn *c = &w->conns[i];
+        if (!c->resume)
+            continue;
+        if (c->id != SN_ID_NONE && c->phase != PH_CLOSING)
+            serve(w, c);
+        else
+            c->resume = false;
+        more |= c->resume;
+    }
+    return more;
+}
+
+void web_conns_init(struct web *w)
+{
+    for (unsigned i = 0; i < w->nconns; i++) {
+        struct conn *c = &w->conns[i];
+        c->id = SN_ID_NONE;
+        c->phase = PH_CLOSING;
+        c->resume = false;
+        c->fd = -1;
+        c->file_left = 0;
+    }
+}
+
+void web_release_files(struct web *w)
+{
+    for (unsigned i = 0; i < w->nconns; i++)
+        drop_file(&w->conns[i]);
+}

@@ -1,0 +1,345 @@
+/*
+ * slotnet-web: serves static files and a live /status of the slot table,
+ * on the slotnet core over the POSIX backend.
+ *
+ * One thread, one loop: read the clock, sn_poll (which calls web_on_event
+ * for everything that happened), then wait for I/O no longer than the core
+ * allows (not at all while a connection has answered its share of a
+ * pipeline and has more). Nothing else blocks, and all memory is allocated
+ * before the loop.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "slotnet/posix.h"
+#include "web.h"
+
+#define PROG "slotnet-web"
+#define DEFAULT_IDLE_MS 30000u
+/* Each waiting connection holds a descriptor: stay well inside the usual
+ * limit of 1024. */
+#define MAX_BACKLOG 256ul
+#define MAX_MS 86400000ul /* a day; keeps every deadline far inside the 2^31 wrap window */
+
+struct options {
+    sn_endpoint listen;
+    const char *listen_text;
+    unsigned slots;
+    unsigned max_conns; /* 0: same as slots */
+    uint32_t idle_ms;
+    uint32_t close_timeout_ms;
+    unsigned backlog;
+    uint32_t backlog_timeout_ms;
+    const char *root;
+    bool use_poll;
+};
+
+static volatile sig_atomic_t stop_signal;
+
+static void on_signal(int sig)
+{
+    stop_signal = sig;
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "Usage: " PROG " [options]\n"
+            "Serves the files under --root, and the slot table as JSON at /status,\n"
+            "over HTTP/1.1 on the slotnet core and its POSIX backend.\n"
+            "\n"
+            "  --listen ADDR:PORT       IPv4 address and port; 0.0.0.0 = any\n"
+            "                           (default 127.0.0.1:8080)\n"
+            "  --slots N                connection slots, 1..%d (default %d)\n"
+            "  --max-conns N            connections the listener holds at once, 1..slots\n"
+            "                           (default: the number of slots)\n"
+            "  --idle-ms MS             reset a connection idle this long; 0 = never\n"
+            "                           (default %u)\n"
+            "  --close-timeout-ms MS    a closing connection gets this long to deliver\n"
+            "                           its data, then is reset (default %d)\n"
+            "  --backlog N              connections that may wait for a free slot,\n"
+            "                           0..%lu (default %d)\n"
+            "  --backlog-timeout-ms MS  a waiting connection older than this is reset\n"
+            "                           (default %d)\n"
+            "  --root DIR               directory of the static files (default www)\n"
+            "  --poll                   use poll() instead of epoll\n"
+            "  -h, --help               show this help and exit\n"
+            "\n"
+            "Times are in milliseconds, at most %lu. SIGINT or SIGTERM stops the\n"
+            "server cleanly. Exit status: 0 stopped by a signal, 1 runtime error\n"
+            "(e.g. address in use), 2 bad options.\n",
+            SN_MAX_SLOTS, SN_DEFAULT_SLOTS, DEFAULT_IDLE_MS, SN_DEFAULT_CLOSE_TIMEOUT_MS,
+            MAX_BACKLOG, SN_DEFAULT_BACKLOG_MAX, SN_DEFAULT_BACKLOG_TIMEOUT_MS, MAX_MS);
+}
+
+static _Noreturn void bad_option(const char *opt, const char *want, const char *got)
+{
+    fprintf(stderr, PROG ": %s: expected %s, got '%s' (see --help)\n", opt, want, got);
+    exit(2);
+}
+
+/* Decimal digits only: no sign, no spaces, no suffix, no overflow. */
+static bool parse_ulong(const char *s, unsigned long min, unsigned long max, unsigned long *out)
+{
+    if (*s < '0' || *s > '9')
+        return false;
+    errno = 0;
+    char *end;
+    unsigned long v = strtoul(s, &end, 10);
+    if (errno != 0 || *end != '\0' || v < min || v > max)
+        return false;
+    *out = v;
+    return true;
+}
+
+static unsigned long number_arg(const char *opt, const char *s, unsigned long min,
+                                unsigned long max)
+{
+    unsigned long v;
+    if (!parse_ulong(s, min, max, &v)) {
+        char want[64];
+        snprintf(want, sizeof want, "a number %lu..%lu", min, max);
+        bad_option(opt, want, s);
+    }
+    return v;
+}
+
+static void parse_listen(const char *s, sn_endpoint *ep)
+{
+    const char *colon = strrchr(s, ':');
+    char host[INET_ADDRSTRLEN];
+    unsigned long port;
+    size_t hlen = colon ? (size_t)(colon - s) : 0;
+    struct in_addr a;
+
+    if (!colon || hlen >= sizeof host || !parse_ulong(colon + 1, 1, 65535, &port))
+        bad_option("--listen", "IPv4ADDR:PORT, e.g. 127.0.0.1:8080", s);
+    memcpy(host, s, hlen);
+    host[hlen] = '\0';
+    if (inet_pton(AF_INET, host, &a) != 1)
+        bad_option("--listen", "IPv4ADDR:PORT, e.g. 127.0.0.1:8080", s);
+    ep->addr = ntohl(a.s_addr);
+    ep->port = (uint16_t)port;
+}
+
+static void parse_options(int argc, char **argv, struct options *o)
+{
+    enum {
+        OPT_LISTEN = 256,
+        OPT_SLOTS,
+        OPT_MAX_CONNS,
+        OPT_IDLE,
+        OPT_CLOSE_TIMEOUT,
+        OPT_BACKLOG,
+        OPT_BACKLOG_TIMEOUT,
+        OPT_ROOT,
+        OPT_POLL,
+    };
+    static const struct option longopts[] = {
+        {"listen", required_argument, NULL, OPT_LISTEN},
+        {"slots", required_argument, NULL, OPT_SLOTS},
+        {"max-conns", required_argument, NULL, OPT_MAX_CONNS},
+        {"idle-ms", required_argument, NULL, OPT_IDLE},
+        {"close-timeout-ms", required_argument, NULL, OPT_CLOSE_TIMEOUT},
+        {"backlog", required_argument, NULL, OPT_BACKLOG},
+        {"backlog-timeout-ms", required_argument, NULL, OPT_BACKLOG_TIMEOUT},
+        {"root", required_argument, NULL, OPT_ROOT},
+        {"poll", no_argument, NULL, OPT_POLL},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+
+    *o = (struct options){
+        .listen = {.addr = 0x7f000001u, .port = 8080},
+        .listen_text = "127.0.0.1:8080",
+        .slots = SN_DEFAULT_SLOTS,
+        .idle_ms = DEFAULT_IDLE_MS,
+        .close_timeout_ms = SN_DEFAULT_CLOSE_TIMEOUT_MS,
+        .backlog = SN_DEFAULT_BACKLOG_MAX,
+        .backlog_timeout_ms = SN_DEFAULT_BACKLOG_TIMEOUT_MS,
+        .root = "www",
+    };
+
+    int c;
+    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        switch (c) {
+        case OPT_LISTEN:
+            parse_listen(optarg, &o->listen);
+            o->listen_text = optarg;
+            break;
+        case OPT_SLOTS:
+            o->slots = (unsigned)number_arg("--slots", optarg, 1, SN_MAX_SLOTS);
+            break;
+        case OPT_MAX_CONNS:
+            o->max_conns = (unsigned)number_arg("--max-conns", optarg, 1, SN_MAX_SLOTS);
+            break;
+        case OPT_IDLE:
+            o->idle_ms = (uint32_t)number_arg("--idle-ms", optarg, 0, MAX_MS);
+            break;
+        case OPT_CLOSE_TIMEOUT:
+            o->close_timeout_ms = (uint32_t)number_arg("--close-timeout-ms", optarg, 1, MAX_MS);
+            break;
+        case OPT_BACKLOG:
+            o->backlog = (unsigned)number_arg("--backlog", optarg, 0, MAX_BACKLOG);
+            break;
+        case OPT_BACKLOG_TIMEOUT:
+            o->backlog_timeout_ms =
+                (uint32_t)number_arg("--backlog-timeout-ms", optarg, 1, MAX_MS);
+            break;
+        case OPT_ROOT:
+            o->root = optarg;
+            break;
+        case OPT_POLL:
+            o->use_poll = true;
+            break;
+        case 'h':
+            usage(stdout);
+            exit(0);
+        default: /* getopt_long has said what was wrong */
+            fprintf(stderr, "Try '" PROG " --help'.\n");
+            exit(2);
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, PROG ": unexpected argument '%s' (see --help)\n", argv[optind]);
+        exit(2);
+    }
+    if (o->max_conns == 0)
+        o->max_conns = o->slots;
+    if (o->max_conns > o->slots) {
+        fprintf(stderr, PROG ": --max-conns %u is more than --slots %u\n", o->max_conns,
+                o->slots);
+        exit(2);
+    }
+}
+
+/* Resolves --root once; file_open() checks every file against it. */
+static void set_root(struct web *w, const char *root)
+{
+    struct stat st;
+    if (!realpath(root, w->root) || stat(w->root, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        fprintf(stderr, PROG ": --root: '%s' is not a readable directory\n", root);
+        exit(2);
+    }
+    w->root_len = strlen(w->root);
+    if (w->root_len == 1) /* "/": keep no trailing slash, so "/x" joins cleanly */
+        w->root_len = 0;
+    w->root[w->root_len] = '\0';
+}
+
+static void install_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sigemptyset(&sa.sa_mask);
+    sa.sa_handler = on_signal;
+    /* No SA_RESTART: the signal must cut the backend's wait short. */
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sa.sa_handler = SIG_IGN;
+    sigaction(SIGPIPE, &sa, NULL); /* a peer gone mid-write is an error code, not a death */
+}
+
+int main(int argc, char **argv)
+{
+    struct options o;
+    static struct web w; /* static: its root path buffer is not small */
+
+    parse_options(argc, argv, &o);
+    set_root(&w, o.root);
+    install_signals();
+    status_init();
+
+    sn_config cfg;
+    sn_config_default(&cfg);
+    cfg.slots = (uint8_t)o.slots;
+    cfg.close_timeout_ms = o.close_timeout_ms;
+    cfg.backlog_max = (uint16_t)o.backlog;
+    cfg.backlog_timeout_ms = o.backlog_timeout_ms;
+    cfg.on_event = web_on_event;
+    cfg.user = &w;
+
+    size_t core_len = sn_core_size(&cfg);
+    if (core_len == 0) {
+        fprintf(stderr, PROG ": the core refuses this configuration (see --help)\n");
+        return 2;
+    }
+
+    sn_posix_config pcfg;
+    sn_posix_config_default(&pcfg);
+    pcfg.max_handles = o.slots + o.backlog + cfg.release_queue;
+    pcfg.use_poll = o.use_poll;
+
+    /* Everything the server will ever use, allocated here. malloc's
+     * alignment covers the core's 8 bytes. */
+    int rc = 1;
+    sn_posix *posix = NULL;
+    void *core_mem = malloc(core_len);
+    w.nconns = o.slots;
+    w.conns = calloc(o.slots, sizeof *w.conns);
+    if (!core_mem || !w.conns) {
+        fprintf(stderr, PROG ": out of memory\n");
+        goto out;
+    }
+    web_conns_init(&w);
+
+    int err = sn_posix_create(&posix, &pcfg);
+    if (err < 0) {
+        fprintf(stderr, PROG ": POSIX backend: %s\n", sn_strerror(err));
+        posix = NULL;
+        goto out;
+    }
+    sn_backend be = sn_posix_backend(posix);
+    w.ops = be.ops;
+    w.be = be.ctx;
+
+    sn_core *core = NULL;
+    err = sn_core_init(&core, core_mem, core_len, &cfg, be);
+    if (err < 0) {
+        fprintf(stderr, PROG ": core: %s\n", sn_strerror(err));
+        rc = err == SN_EINVAL ? 2 : 1;
+        goto out;
+    }
+    w.core = core;
+
+    err = sn_listen(w.core, &o.listen, 0, (uint8_t)o.max_conns, o.idle_ms);
+    if (err < 0) {
+        fprintf(stderr, PROG ": cannot listen on %s: %s\n", o.listen_text, sn_strerror(err));
+        goto out;
+    }
+
+    w.started = w.now = w.ops->now_ms(w.be);
+    printf(PROG ": serving %s on http://%s/ (%u slots, %s)\n", w.root_len ? w.root : "/",
+           o.listen_text, o.slots, o.use_poll ? "poll" : "epoll");
+    fflush(stdout);
+
+    while (!stop_signal) {
+        uint32_t now = w.ops->now_ms(w.be);
+        w.now = now;
+        sn_poll(w.core, now);
+        bool more = web_resume(&w);
+        web_reuse_idle(&w);
+        if (stop_signal)
+            break;
+        w.ops->wait(w.be, more ? 0 : sn_next_timeout(w.core, now, 100));
+    }
+
+    printf(PROG ": stopped by %s\n", stop_signal == SIGTERM ? "SIGTERM" : "SIGINT");
+    rc = 0;
+out:
+    if (w.conns)
+        web_release_files(&w);
+    if (w.core)
+        sn_core_shutdown(w.core);
+    if (posix)
+        sn_posix_destroy(posix);
+    free(w.conns);
+    free(core_mem);
+    return rc;
+}
