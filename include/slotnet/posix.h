@@ -32,6 +32,8 @@ typedef struct sn_posix_config {
     int listen_backlog;     /* the kernel's accept queue, default 64 */
     bool use_poll;          /* poll() instead of epoll */
     unsigned drain_max;     /* bytes of unread input close() discards before FIN, default 65536 */
+    unsigned sndbuf;        /* SO_SNDBUF of each connection, default 65536 (what a close may
+                               have to drain); 0 leaves the kernel's autotuning */
 } sn_posix_config;
 
 void sn_posix_config_default(sn_posix_config *cfg);

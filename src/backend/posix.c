@@ -132,6 +132,18 @@ static void set_int_opt(int fd, int level, int name, int val)
 static void flush_corked(int fd) { set_int_opt(fd, IPPROTO_TCP, TCP_NODELAY, 1); }
 
 /* SO_LINGER {1,0}: close() sends RST and discards the send queue. */
+/*
+ * Every connection: no Nagle (push means now), and a bounded send buffer.
+ * Kernel autotuning grows it to megabytes, all of which a close would then
+ * have to drain within close_timeout_ms; a device's stack holds tens of KiB.
+ */
+static void tune(sn_posix *be, int fd)
+{
+    set_int_opt(fd, IPPROTO_TCP, TCP_NODELAY, 1);
+    if (be->cfg.sndbuf > 0 && be->cfg.sndbuf <= INT_MAX)
+        set_int_opt(fd, SOL_SOCKET, SO_SNDBUF, (int)be->cfg.sndbuf);
+}
+
 static void close_rst(int fd)
 {
     struct linger lg = {.l_onoff = 1, .l_linger = 0};
@@ -441,7 +453,7 @@ static int op_accept(void *vbe, void *lh, void **ch, sn_endpoint *local, sn_endp
             close_rst(fd); /* tell the client now rather than let it rot */
             return SN_ENOMEM;
         }
-        set_int_opt(fd, IPPROTO_TCP, TCP_NODELAY, 1);
+        tune(be, fd);
         ph *h = conn_take(be, fd);
         int err = watch(be, h, CONN_EVENTS);
         if (err < 0) {
@@ -469,7 +481,7 @@ static int op_connect(void *vbe, const sn_endpoint *remote, void **ch, sn_endpoi
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return xlate(errno);
-    set_int_opt(fd, IPPROTO_TCP, TCP_NODELAY, 1);
+    tune(be, fd);
     struct sockaddr_in sa;
     to_sa(remote, &sa);
     bool done = connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
@@ -732,6 +744,7 @@ void sn_posix_config_default(sn_posix_config *cfg)
         .listen_backlog = 64,
         .use_poll = false,
         .drain_max = 65536,
+        .sndbuf = 65536,
     };
 }
 
