@@ -179,13 +179,6 @@ static inline sn_sim_peer th_client(th *h, const sn_endpoint *ep, sn_sim_peer_mo
     return p;
 }
 
-static inline sn_sim_link_info th_info(th *h, sn_sim_peer p)
-{
-    sn_sim_link_info li;
-    assert_int_equal(sn_sim_peer_info(h->sim, p, &li), 0);
-    return li;
-}
-
 /* The state of the connection id names: free once its slot moved on. */
 static inline sn_state th_state(th *h, sn_id id)
 {
@@ -193,5 +186,24 @@ static inline sn_state th_state(th *h, sn_id id)
         return SN_FREE;
     return sn_slot_state(h->core, sn_id_index(id));
 }
+
+/* The common start: defaults, a listener on port 80 (4 connections), one
+ * client of the given mode in a slot. */
+static inline sn_sim_peer th_start(th *h, sn_sim_peer_mode mode, sn_id *id)
+{
+    th_init(h, NULL, NULL);
+    sn_endpoint ep = th_listen(h, 80, 4, 0);
+    return th_client(h, &ep, mode, id);
+}
+
+static inline int th_pred_free(th *h, void *arg) { return th_state(h, *(sn_id *)arg) == SN_FREE; }
+
+static inline sn_sim_link_info th_info(th *h, sn_sim_peer p)
+{
+    sn_sim_link_info li;
+    assert_int_equal(sn_sim_peer_info(h->sim, p, &li), 0);
+    return li;
+}
+
 
 #endif

@@ -48,10 +48,8 @@ static void test_row01_push_flushes_now(void **state)
 {
     (void)state;
     th h;
-    th_init(&h, NULL, NULL);
-    sn_endpoint ep = th_listen(&h, 80, 4, 0);
     sn_id id;
-    sn_sim_peer p = th_client(&h, &ep, SN_SIM_PEER_AUTO_READ, &id);
+    sn_sim_peer p = th_start(&h, SN_SIM_PEER_AUTO_READ, &id);
 
     assert_int_equal(sn_write(h.core, id, payload, 100, 0), 100);
     th_run(&h, 50); /* 10x the latency, well under the 200 ms coalescing */
@@ -68,10 +66,8 @@ static void test_row02_write_returns_accepted_count(void **state)
 {
     (void)state;
     th h;
-    th_init(&h, NULL, NULL);
-    sn_endpoint ep = th_listen(&h, 80, 4, 0);
     sn_id id;
-    sn_sim_peer p = th_client(&h, &ep, SN_SIM_PEER_AUTO_READ, &id);
+    sn_sim_peer p = th_start(&h, SN_SIM_PEER_AUTO_READ, &id);
     uint8_t buf[4000];
     fill(buf, sizeof buf, 7);
 
@@ -92,10 +88,8 @@ static void test_row03_full_buffer_no_spin(void **state)
 {
     (void)state;
     th h;
-    th_init(&h, NULL, NULL);
-    sn_endpoint ep = th_listen(&h, 80, 4, 0);
     sn_id id;
-    sn_sim_peer p = th_client(&h, &ep, SN_SIM_PEER_MANUAL, &id);
+    sn_sim_peer p = th_start(&h, SN_SIM_PEER_MANUAL, &id);
 
     stuff(&h, id); /* the peer never reads */
     uint64_t sends = sn_sim_op_count(h.sim, SN_SIM_OP_SEND);
@@ -120,10 +114,8 @@ static void test_row04_enomem_is_retryable(void **state)
 {
     (void)state;
     th h;
-    th_init(&h, NULL, NULL);
-    sn_endpoint ep = th_listen(&h, 80, 4, 0);
     sn_id id;
-    sn_sim_peer p = th_client(&h, &ep, SN_SIM_PEER_AUTO_READ, &id);
+    sn_sim_peer p = th_start(&h, SN_SIM_PEER_AUTO_READ, &id);
 
     sn_sim_force(h.sim, SN_SIM_FORCE_SEND_ENOMEM, 3);
     for (int i = 0; i < 3; i++)
@@ -142,10 +134,8 @@ static void test_row05_partial_write_keeps_connection(void **state)
 {
     (void)state;
     th h;
-    th_init(&h, NULL, NULL);
-    sn_endpoint ep = th_listen(&h, 80, 4, 0);
     sn_id id;
-    sn_sim_peer p = th_client(&h, &ep, SN_SIM_PEER_AUTO_READ, &id);
+    sn_sim_peer p = th_start(&h, SN_SIM_PEER_AUTO_READ, &id);
     uint8_t buf[20000];
     fill(buf, sizeof buf, 3);
 
@@ -168,10 +158,8 @@ static void test_row06_stack_abort_is_other_end_closed(void **state)
 {
     (void)state;
     th h;
-    th_init(&h, NULL, NULL);
-    sn_endpoint ep = th_listen(&h, 80, 4, 0);
     sn_id id;
-    sn_sim_peer p = th_client(&h, &ep, SN_SIM_PEER_AUTO_READ, &id);
+    sn_sim_peer p = th_start(&h, SN_SIM_PEER_AUTO_READ, &id);
 
     assert_int_equal(sn_sim_kill_conn(h.sim, p, SN_SIM_KILL_STACK_ABORT), 0);
     th_run(&h, 2);
@@ -248,10 +236,8 @@ static void test_row09_status_of_dead_connection(void **state)
 {
     (void)state;
     th h;
-    th_init(&h, NULL, NULL);
-    sn_endpoint ep = th_listen(&h, 80, 4, 0);
     sn_id id;
-    sn_sim_peer p = th_client(&h, &ep, SN_SIM_PEER_AUTO_READ, &id);
+    sn_sim_peer p = th_start(&h, SN_SIM_PEER_AUTO_READ, &id);
     assert_int_equal(sn_sim_kill_conn(h.sim, p, SN_SIM_KILL_STACK_ABORT), 0);
     sn_sim_advance(h.sim, 1);
     /* Before any poll has seen the abort: the write reports the reset. */
@@ -470,11 +456,6 @@ static void test_row15_report_names_every_state(void **state)
 
 /* ---- closePending bugs ------------------------------------------------- */
 
-static int pred_slot_free(th *h, void *arg)
-{
-    return th_state(h, *(sn_id *)arg) == SN_FREE;
-}
-
 /* Bug 1: waiting for ACKs a browser's RST cancelled held slots until the
  * stack killed the upload. The slot must free once the RST lands, and the
  * upload beside it must not notice. */
@@ -538,10 +519,8 @@ static void test_cp2_close_makes_no_backend_call(void **state)
 {
     (void)state;
     th h;
-    th_init(&h, NULL, NULL);
-    sn_endpoint ep = th_listen(&h, 80, 4, 0);
     sn_id id;
-    th_client(&h, &ep, SN_SIM_PEER_MANUAL, &id);
+    th_start(&h, SN_SIM_PEER_MANUAL, &id);
     stuff(&h, id);
     sn_sim_stats before, after;
     sn_sim_stats_get(h.sim, &before);
@@ -559,10 +538,8 @@ static void test_cp3_stack_abort_while_closing(void **state)
 {
     (void)state;
     th h;
-    th_init(&h, NULL, NULL);
-    sn_endpoint ep = th_listen(&h, 80, 4, 0);
     sn_id id;
-    sn_sim_peer p = th_client(&h, &ep, SN_SIM_PEER_MANUAL, &id);
+    sn_sim_peer p = th_start(&h, SN_SIM_PEER_MANUAL, &id);
     stuff(&h, id);
     assert_int_equal(sn_close(h.core, id), 0);
     th_run(&h, 100);
@@ -590,7 +567,7 @@ static void test_cp4_timeout_frees_with_rst(void **state)
     th_poll(&h);
     uint32_t t0 = th_now(&h);
     assert_int_equal(sn_close(h.core, id), 0);
-    uint32_t took = th_run_until(&h, 5000, pred_slot_free, &id);
+    uint32_t took = th_run_until(&h, 5000, th_pred_free, &id);
     assert_int_equal(took, h.cfg.close_timeout_ms);
     assert_int_equal(th_now(&h) - t0, 2000);
     assert_int_equal(th_count(&h, SN_EV_ABORTED), 0);
@@ -611,17 +588,15 @@ static void test_cp5_one_close_from_poll(void **state)
 {
     (void)state;
     th h;
-    th_init(&h, NULL, NULL);
-    sn_endpoint ep = th_listen(&h, 80, 4, 0);
     sn_id id;
-    sn_sim_peer p = th_client(&h, &ep, SN_SIM_PEER_AUTO_READ, &id);
+    sn_sim_peer p = th_start(&h, SN_SIM_PEER_AUTO_READ, &id);
     uint8_t buf[30000];
     fill(buf, sizeof buf, 9);
     write_all(&h, id, buf, sizeof buf, SN_WRITE_PUSH, 3000);
     assert_int_equal(sn_close(h.core, id), 0);
     assert_int_equal(sn_close(h.core, id), 0); /* again: still just pending */
     assert_int_equal(sn_sim_op_count(h.sim, SN_SIM_OP_CLOSE), 0);
-    th_run_until(&h, 3000, pred_slot_free, &id);
+    th_run_until(&h, 3000, th_pred_free, &id);
     assert_int_equal(sn_close(h.core, id), SN_ESTALE); /* the handle is spent */
     th_run(&h, 100);
     sn_sim_link_info li = th_info(&h, p);

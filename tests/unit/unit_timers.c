@@ -2,8 +2,6 @@
  * hint, and handlers that change the table from inside an event. */
 #include "th.h"
 
-static int pred_free(th *h, void *arg) { return th_state(h, *(sn_id *)arg) == SN_FREE; }
-
 /* Idle: dropped (RST) after idle_ms without I/O; any I/O restarts it. */
 static void test_idle_timeout(void **state)
 {
@@ -20,7 +18,7 @@ static void test_idle_timeout(void **state)
     uint8_t b;
     assert_int_equal(sn_read(h.core, id, &b, 1), 1); /* activity at t0+220ish */
     uint32_t t1 = th_now(&h);
-    uint32_t took = th_run_until(&h, 1000, pred_free, &id);
+    uint32_t took = th_run_until(&h, 1000, th_pred_free, &id);
     assert_int_equal(th_now(&h) - t1, 300);
     assert_true(th_now(&h) - t0 > 300);
     (void)took;
@@ -43,7 +41,7 @@ static void test_idle_reclaims_other_end_closed(void **state)
     sn_sim_peer_close(h.sim, p);
     th_run(&h, 20);
     assert_int_equal(th_state(&h, id), SN_OTHER_END_CLOSED);
-    th_run_until(&h, 1000, pred_free, &id);
+    th_run_until(&h, 1000, th_pred_free, &id);
     assert_int_equal(sn_stats_get(h.core)->idle_timeouts, 1);
     th_free(&h);
 }
