@@ -303,6 +303,8 @@ unsigned sn_slot_count(const sn_core *core);
 /* Bit i set: slot i is connected / is other-end-closed or aborted. */
 void sn_bitmaps(const sn_core *core, uint32_t *connected, uint32_t *closed_or_aborted);
 
+#define SN_POLL_HIST_BUCKETS 10
+
 typedef struct sn_stats {
     uint32_t accepted;          /* connections given a slot from a listener */
     uint32_t rejected;          /* reset from the backlog: full, timed out, listener stopped */
@@ -324,9 +326,15 @@ typedef struct sn_stats {
     uint32_t write_retryable;   /* writes that met would-block or out-of-memory */
     uint32_t poll_passes;
     uint32_t longest_poll_us;   /* needs the backend's clock_us; else 0 */
+    uint32_t longest_close_us;  /* longest sn_close() call or backend close/abort call */
     uint32_t backlog_now;       /* connections waiting for a slot */
     uint32_t backlog_peak;
+    uint32_t poll_hist[SN_POLL_HIST_BUCKETS]; /* passes by duration, see sn_poll_hist_bound() */
 } sn_stats;
+
+/* Upper bound in microseconds of poll_hist bucket i (a pass of d us counts in
+ * the first bucket whose bound is >= d); UINT32_MAX for the last bucket. */
+uint32_t sn_poll_hist_bound(unsigned i);
 
 const sn_stats *sn_stats_get(const sn_core *core);
 

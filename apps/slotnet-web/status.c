@@ -48,11 +48,12 @@ void status_init(void)
     X(accepted) X(rejected) X(closed_graceful) X(closed_peer) X(closed_timeout)              \
     X(reset_by_peer) X(peer_closed) X(idle_timeouts) X(terminated) X(aborted) X(connects)     \
     X(connect_retries) X(connect_failures) X(releases) X(releases_forced) X(emfile_events)     \
-    X(accept_errors) X(write_retryable) X(poll_passes) X(longest_poll_us) X(backlog_now)      \
-    X(backlog_peak)
+    X(accept_errors) X(write_retryable) X(poll_passes) X(longest_poll_us) X(longest_close_us) \
+    X(backlog_now) X(backlog_peak)
 
 #define COUNT_FIELD_(name) +1
-_Static_assert(sizeof(sn_stats) == (0 STATS_FIELDS(COUNT_FIELD_)) * sizeof(uint32_t),
+_Static_assert(sizeof(sn_stats) == (0 STATS_FIELDS(COUNT_FIELD_) + SN_POLL_HIST_BUCKETS) *
+                                       sizeof(uint32_t),
                "sn_stats changed: update STATS_FIELDS in status.c");
 #undef COUNT_FIELD_
 
@@ -112,6 +113,17 @@ size_t status_json(struct web *w, char *buf, size_t len)
 #define ADD_FIELD_(name) cJSON_AddNumberToObject(counters, #name, stats->name);
     STATS_FIELDS(ADD_FIELD_)
 #undef ADD_FIELD_
+    cJSON *hist = cJSON_AddArrayToObject(root, "poll_hist");
+    for (unsigned b = 0; hist && b < SN_POLL_HIST_BUCKETS; b++) {
+        cJSON *e = cJSON_CreateObject();
+        uint32_t bound = sn_poll_hist_bound(b);
+        if (bound == UINT32_MAX)
+            cJSON_AddNullToObject(e, "le_us");
+        else
+            cJSON_AddNumberToObject(e, "le_us", bound);
+        cJSON_AddNumberToObject(e, "passes", stats->poll_hist[b]);
+        cJSON_AddItemToArray(hist, e);
+    }
 
     cJSON_AddNumberToObject(root, "uptime_ms", (uint32_t)(w->now - w->started));
     cJSON_AddNumberToObject(root, "requests", w->requests);

@@ -88,15 +88,29 @@ static sn_slot *free_slot(sn_core *core)
     return NULL;
 }
 
+static uint32_t clock_us(const sn_core *core)
+{
+    return OPS(core)->clock_us ? OPS(core)->clock_us(CTX(core)) : 0;
+}
+
+static void note_close_time(sn_core *core, uint32_t t0)
+{
+    uint32_t dt = clock_us(core) - t0;
+    if (dt > core->stats.longest_close_us)
+        core->stats.longest_close_us = dt;
+}
+
 /* Hand a finished backend handle to the release queue. */
 static void drop_handle(sn_core *core, void *ch, bool rst)
 {
     if (ch == NULL)
         return;
+    uint32_t t0 = clock_us(core);
     if (rst)
         OPS(core)->abort(CTX(core), ch);
     else
         OPS(core)->close(CTX(core), ch);
+    note_close_time(core, t0);
     sn__release_enqueue(core, ch);
 }
 
@@ -561,7 +575,7 @@ void sn_poll(sn_core *core, uint32_t now_ms)
     assert(core != NULL && core->alive && !core->in_poll);
     if (core == NULL || !core->alive || core->in_poll)
         return;
-    uint32_t t0 = OPS(core)->clock_us ? OPS(core)->clock_us(CTX(core)) : 0;
+    uint32_t t0 = clock_us(core);
     core->in_poll = true;
     core->now = now_ms;
 
@@ -581,10 +595,21 @@ void sn_poll(sn_core *core, uint32_t now_ms)
     core->in_poll = false;
     core->stats.poll_passes++;
     if (OPS(core)->clock_us) {
-        uint32_t dt = OPS(core)->clock_us(CTX(core)) - t0;
+        uint32_t dt = clock_us(core) - t0;
         if (dt > core->stats.longest_poll_us)
             core->stats.longest_poll_us = dt;
+        unsigned b = 0;
+        while (b + 1 < SN_POLL_HIST_BUCKETS && dt > sn_poll_hist_bound(b))
+            b++;
+        core->stats.poll_hist[b]++;
     }
+}
+
+uint32_t sn_poll_hist_bound(unsigned i)
+{
+    static const uint32_t bound[SN_POLL_HIST_BUCKETS - 1] = {10,   50,   100,  250,  500,
+                                                             1000, 2000, 5000, 10000};
+    return i < SN_POLL_HIST_BUCKETS - 1 ? bound[i] : UINT32_MAX;
 }
 
 static uint32_t min_wait(uint32_t cur, uint32_t now, uint32_t deadline)
@@ -746,11 +771,21 @@ int sn_write(sn_core *core, sn_id id, const void *buf, size_t len, unsigned flag
     return rc;
 }
 
+static int close_slot(sn_core *core, sn_slot *s, sn_id id);
+
 int sn_close(sn_core *core, sn_id id)
 {
     sn_slot *s = lookup(core, id);
     if (s == NULL)
         return SN_ESTALE;
+    uint32_t t0 = clock_us(core); /* the seed's close blocked for up to 2 s: measure ours */
+    int rc = close_slot(core, s, id);
+    note_close_time(core, t0);
+    return rc;
+}
+
+static int close_slot(sn_core *core, sn_slot *s, sn_id id)
+{
     switch (s->state) {
     case SN_CONNECTED:
     case SN_OTHER_END_CLOSED:

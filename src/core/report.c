@@ -84,11 +84,11 @@ size_t sn_report(sn_core *core, char *buf, size_t len)
     put(buf, len, &at,
         "accepted %u rejected %u graceful %u peer %u timeout %u reset-by-peer %u idle %u "
         "terminated %u aborted %u connects %u retries %u connect-failures %u releases %u "
-        "forced %u emfile %u backlog %u/%u longest-poll %uus\n",
+        "forced %u emfile %u backlog %u/%u longest-poll %uus longest-close %uus\n",
         c->accepted, c->rejected, c->closed_graceful, c->closed_peer, c->closed_timeout,
         c->reset_by_peer, c->idle_timeouts, c->terminated, c->aborted, c->connects,
         c->connect_retries, c->connect_failures, c->releases, c->releases_forced, c->emfile_events,
-        c->backlog_now, c->backlog_peak, c->longest_poll_us);
+        c->backlog_now, c->backlog_peak, c->longest_poll_us, c->longest_close_us);
     if (buf && len)
         buf[at < len ? at : len - 1] = '\0';
     return at;

