@@ -146,7 +146,8 @@ typedef enum sn_event {
     SN_EV_CONNECTED,      /* an outgoing connect completed */
     SN_EV_CONNECT_RETRY,  /* an attempt failed; info = error; retry scheduled */
     SN_EV_CONNECT_FAILED, /* last attempt failed; info = error; slot is aborted */
-    SN_EV_READABLE,       /* data may be read */
+    SN_EV_READABLE,       /* data may be read: read until sn_read() returns 0; what
+                             is left unread is reported again at the next pass */
     SN_EV_WRITABLE,       /* send space opened up after a short write */
     SN_EV_PEER_CLOSED,    /* slot became other-end-closed */
     SN_EV_ABORTED,        /* internal error; info = error; acknowledge with sn_terminate */
@@ -166,7 +167,8 @@ typedef struct sn_core sn_core;
 
 /*
  * Called from inside sn_poll() (never from a backend callback). The callee
- * may call any sn_ function, including sn_close() and sn_terminate() on id.
+ * may call any sn_ function, including sn_close() and sn_terminate() on id,
+ * except sn_poll() and sn_core_shutdown().
  */
 typedef void (*sn_event_fn)(sn_core *core, sn_id id, sn_event ev, int info, void *user);
 
@@ -265,7 +267,9 @@ int sn_read(sn_core *core, sn_id id, void *buf, size_t len);
 /*
  * Write up to len bytes. Returns exactly how many were accepted (maybe fewer,
  * maybe 0: try again after SN_EV_WRITABLE), or a negative error. Out of
- * buffer or memory is never fatal. len is capped at INT32_MAX.
+ * buffer or memory is never fatal. A connection found gone (reset, stack
+ * abort, retransmission timeout) gives SN_ECONNRESET and leaves the slot
+ * other-end-closed. len is capped at INT32_MAX.
  */
 int sn_write(sn_core *core, sn_id id, const void *buf, size_t len, unsigned flags);
 

@@ -61,7 +61,9 @@ struct sn_backend_ops {
      * stream; SN_ECONNRESET or another error. */
     int (*recv)(void *be, void *ch, void *buf, size_t len);
     /* send: bytes accepted (0 when full); SN_EAGAIN and SN_ENOMEM are
-     * retryable; push asks to transmit now instead of coalescing. */
+     * retryable; push asks to transmit now instead of coalescing. After a
+     * short send or SN_EAGAIN the backend raises SN_BF_WRITABLE once it can
+     * take more (after SN_ENOMEM the core retries on its own timer). */
     int (*send)(void *be, void *ch, const void *buf, size_t len, bool push);
     /* Bytes not yet handed to the network and not yet acknowledged. */
     int (*tx_queued)(void *be, void *ch, uint32_t *unsent, uint32_t *unacked);

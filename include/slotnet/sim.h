@@ -145,6 +145,8 @@ typedef enum sn_sim_force_kind {
     SN_SIM_FORCE_ACCEPT_EMFILE,  /* accept() returns SN_EMFILE               */
     SN_SIM_FORCE_CONNECT_REFUSE, /* connect() refused after the round trip   */
     SN_SIM_FORCE_CONNECT_HANG,   /* connect() never answered                 */
+    SN_SIM_FORCE_RECV_TIMEOUT,   /* recv() with nothing buffered returns
+                                    SN_ETIMEDOUT (a netconn receive timeout) */
     SN_SIM_FORCE_COUNT_
 } sn_sim_force_kind;
 void sn_sim_force(sn_sim *sim, sn_sim_force_kind kind, uint32_t count);
@@ -154,6 +156,8 @@ typedef enum sn_sim_kill {
     SN_SIM_KILL_PEER_RST,    /* the peer sends RST (same as sn_sim_peer_reset) */
     SN_SIM_KILL_STACK_ABORT, /* core sees SN_BF_RESET + SN_ECONNRESET; peer RST */
     SN_SIM_KILL_ERROR,       /* core sees SN_BF_ERROR + SN_EIO; peer RST       */
+    SN_SIM_KILL_TIMEOUT,     /* retransmissions timed out: core sees SN_BF_RESET
+                                + SN_ETIMEDOUT, send/recv return SN_ETIMEDOUT */
 } sn_sim_kill;
 int sn_sim_kill_conn(sn_sim *sim, sn_sim_peer p, sn_sim_kill how);
 

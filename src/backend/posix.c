@@ -44,6 +44,7 @@ typedef struct ph {
     bool want_out;   /* a send came up short: report the next writable edge */
     bool paused;     /* listener: out of the interest set */
     bool watched;    /* in the epoll set */
+    bool corked;     /* bytes sent with MSG_MORE since the last flush */
     uint32_t flags;  /* SN_BF_* */
     int error;       /* SN_E* behind SN_BF_FAILED / SN_BF_RESET */
     struct ph *next; /* free list */
@@ -131,7 +132,6 @@ static void set_int_opt(int fd, int level, int name, int val)
  * held back: the kernel pushes pending frames on that setsockopt. */
 static void flush_corked(int fd) { set_int_opt(fd, IPPROTO_TCP, TCP_NODELAY, 1); }
 
-/* SO_LINGER {1,0}: close() sends RST and discards the send queue. */
 /*
  * Every connection: no Nagle (push means now), and a bounded send buffer.
  * Kernel autotuning grows it to megabytes, all of which a close would then
@@ -144,6 +144,7 @@ static void tune(sn_posix *be, int fd)
         set_int_opt(fd, SOL_SOCKET, SO_SNDBUF, (int)be->cfg.sndbuf);
 }
 
+/* SO_LINGER {1,0}: close() sends RST and discards the send queue. */
 static void close_rst(int fd)
 {
     struct linger lg = {.l_onoff = 1, .l_linger = 0};
@@ -573,22 +574,24 @@ static int op_send(void *be, void *ch, const void *buf, size_t len, bool push)
     if (h->flags & (SN_BF_FAILED | SN_BF_RESET))
         return h->error;
     if (len == 0) {
-        if (push)
+        if (push && h->corked)
             flush_corked(h->fd);
+        h->corked = h->corked && !push;
         return 0;
     }
     if (len > INT_MAX)
         len = INT_MAX;
     ssize_t n = send(h->fd, buf, len, MSG_NOSIGNAL | (push ? 0 : MSG_MORE));
     if (n >= 0) {
+        h->corked = !push; /* a pushed send flushes what MSG_MORE held too */
         if ((size_t)n < len)
             short_send(h);
         return (int)n;
     }
     int e = errno;
-    if (e == EAGAIN || e == EWOULDBLOCK) {
-        short_send(h);
-        return 0;
+    if (e == EAGAIN || e == EWOULDBLOCK || e == ENOBUFS || e == ENOMEM) {
+        short_send(h); /* the next writable edge (or the core's retry) resumes it */
+        return e == ENOBUFS || e == ENOMEM ? SN_ENOMEM : 0;
     }
     if (e == EINTR)
         return 0;
@@ -617,8 +620,10 @@ static int op_tx_queued(void *be, void *ch, uint32_t *unsent, uint32_t *unacked)
     /* Unsent bytes with nothing in flight: a coalesced (MSG_MORE) tail that
      * no ACK will push out; only the probe timer would, one RTO (>= 200 ms)
      * later. Whoever is counting (a draining close) wants it gone now. */
-    if (nsd > 0 && nsd == outq)
+    if (nsd > 0 && nsd == outq && h->corked) {
         flush_corked(h->fd);
+        h->corked = false;
+    }
     if (unsent)
         *unsent = (uint32_t)nsd;
     if (unacked)

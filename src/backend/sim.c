@@ -75,6 +75,7 @@ typedef struct sim_link {
     bool incoming;
     uint8_t phase;
     uint8_t kill;
+    int kill_err; /* what a KILL_STACK connection reports: reset or timeout */
     uint8_t mode;
     uint8_t reset_by;
     uint16_t idx;
@@ -1117,7 +1118,7 @@ static void op_conn_state(void *be, void *ch, sn_bconn_state *st)
         st->flags |= SN_BF_PEER_FIN;
     if (E->rst_rcvd || L->kill == KILL_STACK) {
         st->flags |= SN_BF_RESET;
-        st->error = SN_ECONNRESET;
+        st->error = L->kill == KILL_STACK && L->kill_err ? L->kill_err : SN_ECONNRESET;
     }
     if (L->kill == KILL_ERROR) {
         st->flags |= SN_BF_ERROR;
@@ -1148,10 +1149,17 @@ static int op_recv(void *be, void *ch, void *buf, size_t len)
     int rc = 0;
     if (L->kill == KILL_ERROR)
         rc = SN_EIO;
+    else if (L->kill == KILL_STACK && L->kill_err)
+        rc = L->kill_err;
     else if (E->rst_rcvd || L->kill == KILL_STACK)
         rc = SN_ECONNRESET;
     else if (E->fin_rcvd)
         rc = SN_ECLOSED;
+    else if (s->force[SN_SIM_FORCE_RECV_TIMEOUT]) {
+        s->force[SN_SIM_FORCE_RECV_TIMEOUT]--;
+        s->st.faults++;
+        rc = SN_ETIMEDOUT; /* a netconn-style receive timeout: nothing arrived */
+    }
     tr(s, "recv", L->idx, 0, rc);
     return rc;
 }
@@ -1167,6 +1175,8 @@ static int op_send(void *be, void *ch, const void *buf, size_t len, bool push)
     int rc;
     if (L->kill == KILL_ERROR)
         rc = SN_EIO;
+    else if (L->kill == KILL_STACK && L->kill_err)
+        rc = L->kill_err;
     else if (X->rst_rcvd || X->rst_sent || L->kill == KILL_STACK)
         rc = SN_ECONNRESET;
     else if (!L->core_est)
@@ -1517,6 +1527,11 @@ int sn_sim_kill_conn(sn_sim *sim, sn_sim_peer p, sn_sim_kill how)
     case SN_SIM_KILL_ERROR:
         L->kill = KILL_ERROR;
         send_rst(sim, L, 0, SN_SIM_BY_ERROR);
+        break;
+    case SN_SIM_KILL_TIMEOUT:
+        L->kill = KILL_STACK;
+        L->kill_err = SN_ETIMEDOUT;
+        send_rst(sim, L, 0, SN_SIM_BY_STACK);
         break;
     default:
         return SN_EINVAL;

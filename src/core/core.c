@@ -42,10 +42,12 @@ static void set_state(sn_core *core, sn_slot *s, sn_state to)
     (void)legal; /* only the assert reads it */
     if (s->listener != SN_NO_LISTENER) {
         sn_listener *l = &core->listeners[s->listener];
-        if (counted(from) && !counted(to))
+        if (counted(from) && !counted(to)) {
             l->count--;
-        else if (!counted(from) && counted(to))
+            core->want_serve = true; /* a place under the limit opened */
+        } else if (!counted(from) && counted(to)) {
             l->count++;
+        }
     }
     s->state = (uint8_t)to;
 }
@@ -180,6 +182,15 @@ static sn_blocked *find_blocked(sn_core *core, const sn_endpoint *ep)
         }
     }
     return NULL;
+}
+
+/* Forget expired blocks every pass, so no entry outlives the 2^31 ms in
+ * which its deadline compares correctly. */
+static void sweep_blocked(sn_core *core)
+{
+    for (unsigned i = 0; i < core->cfg.peer_block_entries; i++)
+        if (core->blocked[i].used && sn_time_reached(core->now, core->blocked[i].until))
+            core->blocked[i].used = 0;
 }
 
 static void block_peer(sn_core *core, const sn_endpoint *ep)
@@ -349,7 +360,11 @@ static void place(sn_core *core, unsigned li, const sn_pending *p)
 static void accept_all(sn_core *core)
 {
     unsigned budget = core->cfg.max_accepts_per_poll;
-    for (unsigned li = 0; li < SN_MAX_LISTENERS && budget > 0; li++) {
+    /* Start one listener further each pass: a flood on one port must not
+     * starve the others of the shared budget. */
+    unsigned first = core->accept_next++ % SN_MAX_LISTENERS;
+    for (unsigned k = 0; k < SN_MAX_LISTENERS && budget > 0; k++) {
+        unsigned li = (first + k) % SN_MAX_LISTENERS;
         sn_listener *l = &core->listeners[li];
         if (!l->active)
             continue;
@@ -503,10 +518,12 @@ static void poll_open(sn_core *core, sn_slot *s)
     /* The owner may have closed or freed the slot in its handler. */
     if (lookup(core, id) != s)
         return;
-    /* A reset also answers a waiting writer: its next write says so. */
-    if ((s->flags & SN_SF_WANT_WRITE) && (st.flags & (SN_BF_WRITABLE | SN_BF_RESET)) &&
+    /* A reset also answers a waiting writer: its next write says so. After
+     * an out-of-memory send, the next pass retries whatever the stack says. */
+    if ((s->flags & SN_SF_WANT_WRITE) &&
+        ((st.flags & (SN_BF_WRITABLE | SN_BF_RESET)) || (s->flags & SN_SF_RETRY)) &&
         (s->state == SN_CONNECTED || s->state == SN_OTHER_END_CLOSED)) {
-        s->flags &= (uint8_t)~SN_SF_WANT_WRITE;
+        s->flags &= (uint8_t)~(SN_SF_WANT_WRITE | SN_SF_RETRY);
         emit(core, s, SN_EV_WRITABLE, 0);
         if (lookup(core, id) != s)
             return;
@@ -591,6 +608,7 @@ void sn_poll(sn_core *core, uint32_t now_ms)
     if (core->want_serve)
         backlog_serve(core);
     sn__release_run(core);
+    sweep_blocked(core);
 
     core->in_poll = false;
     core->stats.poll_passes++;
@@ -640,6 +658,8 @@ uint32_t sn_next_timeout(const sn_core *core, uint32_t now, uint32_t max_ms)
         case SN_OTHER_END_CLOSED:
             if (s->idle_ms)
                 t = min_wait(t, now, s->t_active + s->idle_ms);
+            if ((s->flags & SN_SF_RETRY) && core->cfg.drain_poll_ms < t)
+                t = core->cfg.drain_poll_ms;
             break;
         case SN_CLOSE_PENDING:
             /* The stack raises no event when its queues drain: poll. */
@@ -727,6 +747,13 @@ int sn_read(sn_core *core, sn_id id, void *buf, size_t len)
     return (s->flags & SN_SF_RESET) ? SN_ECONNRESET : SN_ECLOSED;
 }
 
+/* Errors that mean the connection is gone, not that we failed: the stack
+ * aborted it, the peer reset it, or its retransmissions timed out. */
+static bool conn_gone(int rc)
+{
+    return rc == SN_ECONNRESET || rc == SN_ECLOSED || rc == SN_ETIMEDOUT || rc == SN_EUNREACH;
+}
+
 static void begin_close(sn_core *core, sn_slot *s)
 {
     s->t_mark = core->now;
@@ -748,11 +775,14 @@ int sn_write(sn_core *core, sn_id id, const void *buf, size_t len, unsigned flag
         len = INT32_MAX;
     /* One call into the stack: no progress means "try later", never a spin. */
     int rc = OPS(core)->send(CTX(core), s->ch, buf, len, (flags & SN_WRITE_PUSH) != 0);
+    if (rc == SN_ENOMEM)
+        s->flags |= SN_SF_RETRY; /* no event may come: retry from the timer */
     if (rc == SN_EAGAIN || rc == SN_ENOMEM)
         rc = 0;
     if (rc < 0) {
-        if (rc == SN_ECONNRESET || rc == SN_ECLOSED) {
+        if (conn_gone(rc)) {
             note_peer(core, s, SN_SF_RESET);
+            s->last_error = (int16_t)rc;
             if (s->state == SN_CONNECTED)
                 set_state(core, s, SN_OTHER_END_CLOSED);
             return SN_ECONNRESET;
@@ -900,7 +930,8 @@ static bool config_valid(const sn_config *c)
 {
     return c->slots >= 1 && c->slots <= SN_MAX_SLOTS && c->close_timeout_ms >= 1 &&
            c->close_timeout_ms <= SN_TIME_MAX && c->backlog_timeout_ms <= SN_TIME_MAX &&
-           c->drain_poll_ms <= SN_TIME_MAX && c->accept_pause_ms <= SN_TIME_MAX &&
+           c->drain_poll_ms >= 1 && c->drain_poll_ms <= SN_TIME_MAX &&
+           c->accept_pause_ms >= 1 && c->accept_pause_ms <= SN_TIME_MAX &&
            c->connect_timeout_ms >= 1 && c->connect_timeout_ms <= SN_TIME_MAX &&
            c->peer_block_ms <= SN_TIME_MAX && c->release_delay_ms <= SN_TIME_MAX &&
            c->release_spacing_ms <= SN_TIME_MAX && c->release_queue >= 1 &&
@@ -964,29 +995,14 @@ void sn_core_shutdown(sn_core *core)
 {
     if (core == NULL || !core->alive)
         return;
-    for (unsigned i = 0; i < core->cfg.slots; i++) {
-        sn_slot *s = &core->slots[i];
-        if (s->ch != NULL) {
-            OPS(core)->abort(CTX(core), s->ch);
-            OPS(core)->release(CTX(core), s->ch);
-            core->stats.releases++;
-            s->ch = NULL;
-        }
-        s->state = SN_FREE;
-    }
-    for (unsigned i = 0; i < core->bl_count; i++) {
-        OPS(core)->abort(CTX(core), core->backlog[i].ch);
-        OPS(core)->release(CTX(core), core->backlog[i].ch);
-        core->stats.releases++;
-    }
-    core->bl_count = 0;
-    for (unsigned i = 0; i < SN_MAX_LISTENERS; i++) {
-        if (core->listeners[i].active) {
-            OPS(core)->unlisten(CTX(core), core->listeners[i].lh);
-            core->listeners[i].active = 0;
-        }
-    }
+    for (unsigned i = 0; i < SN_MAX_LISTENERS; i++)
+        if (core->listeners[i].active)
+            listener_stop(core, i); /* resets its waiting connections */
+    for (unsigned i = 0; i < core->cfg.slots; i++)
+        if (core->slots[i].state != SN_FREE)
+            slot_free(core, &core->slots[i], true);
     sn__release_all(core);
+    core->want_serve = false;
     core->alive = false;
 }
 

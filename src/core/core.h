@@ -16,6 +16,7 @@
 #define SN_SF_RESET 0x02u      /* connection is gone (RST or stack abort) */
 #define SN_SF_WANT_WRITE 0x04u /* a write came up short: report WRITABLE */
 #define SN_SF_COUNTED 0x08u    /* peer close/reset already counted in stats */
+#define SN_SF_RETRY 0x10u      /* a send met out-of-memory: retry on the next pass */
 
 typedef struct sn_slot {
     void *ch;          /* backend handle, NULL when none */
@@ -86,6 +87,7 @@ struct sn_core {
 
     sn_blocked *blocked;
 
+    uint8_t accept_next; /* listener the next pass accepts from first */
     bool in_poll;
     bool want_serve; /* a slot freed: serve the backlog at the next safe point */
     bool alive;

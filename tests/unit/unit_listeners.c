@@ -133,6 +133,63 @@ static void test_emfile_pauses_listener(void **state)
     th_free(&h);
 }
 
+/* An internal error frees the place under the listener's limit: the
+ * waiting connection gets it at once, without the owner's acknowledgement. */
+static void test_abort_lets_waiting_in(void **state)
+{
+    (void)state;
+    th h;
+    th_init(&h, NULL, NULL);
+    sn_endpoint ep = th_listen(&h, 80, 1, 0);
+    sn_id a;
+    sn_sim_peer pa = th_client(&h, &ep, SN_SIM_PEER_AUTO_READ, &a);
+    sn_sim_peer waiting;
+    assert_int_equal(sn_sim_client_connect(h.sim, &ep, &waiting), 0);
+    th_run(&h, 20);
+    assert_int_equal(sn_stats_get(h.core)->backlog_now, 1);
+    assert_int_equal(sn_sim_kill_conn(h.sim, pa, SN_SIM_KILL_ERROR), 0);
+    th_run(&h, 2);
+    assert_int_equal(th_state(&h, a), SN_ABORTED);
+    assert_int_equal(th_count(&h, SN_EV_ACCEPTED), 2);
+    assert_int_equal(sn_stats_get(h.core)->backlog_now, 0);
+    assert_int_equal(sn_stats_get(h.core)->rejected, 0);
+    th_free(&h);
+}
+
+/* Accept work per pass is bounded, and shared fairly between listeners. */
+static void test_accepts_bounded_and_fair(void **state)
+{
+    (void)state;
+    sn_config cfg;
+    sn_config_default(&cfg);
+    cfg.slots = 16;
+    cfg.backlog_max = 16;
+    cfg.max_accepts_per_poll = 2;
+    th h;
+    th_init(&h, &cfg, NULL);
+    sn_endpoint web = th_listen(&h, 80, 16, 0);
+    sn_endpoint ftp = th_listen(&h, 21, 16, 0);
+    sn_sim_peer p;
+    for (int i = 0; i < 10; i++)
+        assert_int_equal(sn_sim_client_connect(h.sim, &web, &p), 0);
+    assert_int_equal(sn_sim_client_connect(h.sim, &ftp, &p), 0);
+    sn_sim_advance(h.sim, 20); /* all eleven are queued now */
+    unsigned ftp_at = 0;
+    for (unsigned pass = 1; pass <= 6; pass++) {
+        th_poll(&h);
+        assert_int_equal(th_count(&h, SN_EV_ACCEPTED), pass * 2 > 11 ? 11 : pass * 2);
+        for (unsigned i = 0; i < h.nev; i++) {
+            sn_slot_status st;
+            if (h.ev[i].ev == SN_EV_ACCEPTED &&
+                sn_slot_status_get(h.core, sn_id_index(h.ev[i].id), &st) == 0 &&
+                st.local.port == 21 && ftp_at == 0)
+                ftp_at = pass;
+        }
+    }
+    assert_true(ftp_at >= 1 && ftp_at <= 2); /* not behind all ten web clients */
+    th_free(&h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -140,6 +197,8 @@ int main(void)
         cmocka_unit_test(test_listeners_independent),
         cmocka_unit_test(test_backlog_served_on_free),
         cmocka_unit_test(test_emfile_pauses_listener),
+        cmocka_unit_test(test_abort_lets_waiting_in),
+        cmocka_unit_test(test_accepts_bounded_and_fair),
     };
     return cmocka_run_group_tests_name("unit_listeners", tests, NULL, NULL);
 }

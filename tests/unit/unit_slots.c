@@ -154,12 +154,78 @@ static void test_bitmaps_and_status(void **state)
     th_free(&h);
 }
 
+/* A blocked peer is released after peer_block_ms, however long the device
+ * runs afterwards: the table never holds a deadline past the wrap window. */
+static void test_block_expires_across_wrap(void **state)
+{
+    (void)state;
+    sn_config cfg;
+    sn_config_default(&cfg);
+    cfg.connect_retries = 0;
+    th h;
+    th_init(&h, &cfg, NULL);
+    sn_endpoint ep = {0x0a000002u, 7100};
+    sn_sim_server_config sc = {.mode = SN_SIM_SERVER_REFUSE_SYNC};
+    assert_int_equal(sn_sim_server_add(h.sim, &ep, &sc), 0);
+    sn_id id;
+    assert_int_equal(sn_connect(h.core, &ep, 0, 0, &id), 0);
+    th_poll(&h);
+    assert_int_equal(th_state(&h, id), SN_ABORTED);
+    assert_int_equal(sn_terminate(h.core, id), 0);
+    assert_int_equal(sn_connect(h.core, &ep, 0, 0, &id), SN_EBLOCKED);
+    /* The core is handed time; the device keeps polling for 25 days. */
+    uint32_t t = th_now(&h);
+    for (uint32_t day = 0; day <= 25; day++) {
+        sn_poll(h.core, t + day * 86400000u);
+        if (day == 0)
+            assert_int_equal(sn_connect(h.core, &ep, 0, 0, &id), SN_EBLOCKED);
+    }
+    assert_int_equal(sn_connect(h.core, &ep, 0, 0, &id), 0);
+    sn_core_shutdown(h.core);
+    sn_sim_destroy(h.sim);
+    free(h.mem);
+}
+
+/* Release work per pass is bounded by release_max_per_poll. */
+static void test_releases_bounded_per_pass(void **state)
+{
+    (void)state;
+    sn_config cfg;
+    sn_config_default(&cfg);
+    cfg.release_max_per_poll = 2;
+    cfg.release_delay_ms = 100;
+    th h;
+    th_init(&h, &cfg, NULL);
+    sn_endpoint ep = th_listen(&h, 80, 8, 0);
+    sn_id ids[6];
+    for (int i = 0; i < 6; i++)
+        th_client(&h, &ep, SN_SIM_PEER_AUTO_READ, &ids[i]);
+    for (int i = 0; i < 6; i++)
+        assert_int_equal(sn_terminate(h.core, ids[i]), 0);
+    th_poll(&h);
+    th_run(&h, 99);
+    assert_int_equal(sn_stats_get(h.core)->releases, 0);
+    unsigned seen[4] = {0};
+    for (int pass = 0; pass < 4; pass++) {
+        sn_sim_advance(h.sim, 1);
+        th_poll(&h);
+        seen[pass] = sn_stats_get(h.core)->releases;
+    }
+    assert_int_equal(seen[0], 2);
+    assert_int_equal(seen[1], 4);
+    assert_int_equal(seen[2], 6);
+    assert_int_equal(seen[3], 6);
+    th_free(&h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_config_rejected),     cmocka_unit_test(test_size_per_slot),
         cmocka_unit_test(test_stale_handle_refused), cmocka_unit_test(test_bad_arguments),
         cmocka_unit_test(test_bitmaps_and_status),
+        cmocka_unit_test(test_block_expires_across_wrap),
+        cmocka_unit_test(test_releases_bounded_per_pass),
     };
     return cmocka_run_group_tests_name("unit_slots", tests, NULL, NULL);
 }
