@@ -29,31 +29,33 @@ static int hex_value(char c)
     return -1;
 }
 
-/* Percent-decodes path into out (NUL-terminated). False on a bad escape, an
- * encoded NUL, a backslash, or no room. */
-static bool decode_path(const char *path, size_t len, char *out, size_t cap)
+bool percent_decode(const char *s, size_t len, char *out, size_t cap)
 {
     size_t o = 0;
-    for (size_t i = 0; i < len; i++) {
-        char c = path[i];
+    bool ok = cap > 0;
+    for (size_t i = 0; ok && i < len; i++) {
+        char c = s[i];
         if (c == '%') {
-            int hi = i + 2 < len ? hex_value(path[i + 1]) : -1;
-            int lo = i + 2 < len ? hex_value(path[i + 2]) : -1;
-            if (hi < 0 || lo < 0)
-                return false;
+            int hi = i + 2 < len ? hex_value(s[i + 1]) : -1;
+            int lo = i + 2 < len ? hex_value(s[i + 2]) : -1;
             c = (char)(hi * 16 + lo);
             i += 2;
+            ok = hi >= 0 && lo >= 0;
         }
-        /* A backslash is a separator on some file systems; nothing here
-         * needs one, so refuse it rather than reason about it. */
-        if (c == '\0' || c == '\\')
-            return false;
-        if (o + 1 >= cap)
-            return false;
-        out[o++] = c;
+        ok = ok && c != '\0' && o + 1 < cap;
+        if (ok)
+            out[o++] = c;
     }
-    out[o] = '\0';
-    return true;
+    if (cap > 0)
+        out[ok ? o : 0] = '\0'; /* a failed decode leaves an empty string */
+    return ok;
+}
+
+/* A backslash is a separator on some file systems; nothing here needs one,
+ * so refuse it rather than reason about it. */
+static bool decode_path(const char *path, size_t len, char *out, size_t cap)
+{
+    return percent_decode(path, len, out, cap) && !strchr(out, '\\');
 }
 
 /* True when some '/'-separated segment of p is exactly "..". */
@@ -97,7 +99,7 @@ static const struct {
     {"gz", "application/gzip"},
 };
 
-static const char *content_type(const char *name)
+const char *file_content_type(const char *name)
 {
     const char *slash = strrchr(name, '/');
     const char *dot = strrchr(slash ? slash : name, '.');
@@ -167,6 +169,6 @@ enum file_result file_open(const struct web *w, const char *path, size_t path_le
     }
     *fd = f;
     *size = (uint64_t)st.st_size;
-    *type = content_type(full);
+    *type = file_content_type(full);
     return FILE_OK;
 }

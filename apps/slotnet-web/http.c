@@ -5,6 +5,8 @@
  *
  * A connection is in one phase at a time:
  *   PH_READ    read and parse; a complete request starts a response
+ *   PH_UPLOAD  an rr_upload body: read, parse (http_parser counts the
+ *              Content-Length) and hand each piece to upload.c
  *   PH_WRITE   write the response; input stays unread (it waits in the
  *              stack, and pipelined bytes we already hold wait in in[])
  *   PH_CLOSING sn_close/CLOSE_AFTER/sn_terminate issued; wait for FREED
@@ -15,14 +17,11 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "web.h"
-
-/* The body of an in-memory response starts here in out[]; the header is
- * built afterwards and copied in just before it, so the body never moves. */
-#define HDR_ROOM 1024
 
 /* An idle keep-alive connection is closed for a waiting one only after
  * this long without a request (see web_reuse_idle). */
@@ -32,6 +31,10 @@
  * get theirs; a client pipelining as fast as it reads would otherwise keep
  * the loop to itself. The rest waits for web_resume(). */
 #define REQUESTS_PER_TURN 8u
+
+/* Upload body bytes one connection may move in one turn: file writes stay
+ * in small bounded pieces between the other slots' work. */
+#define UPLOAD_BYTES_PER_TURN 16384u
 
 /* ---- Parser callbacks -------------------------------------------------- */
 
@@ -45,13 +48,71 @@ static int on_url(http_parser *p, const char *at, size_t len)
     return 0;
 }
 
+/* A header is complete: keep what the rr_ API needs. Its name and value
+ * are still in in[] (nothing moves until the response is out). */
+static void header_done(struct conn *c)
+{
+    const char *name = c->in + c->hf_off;
+    const char *v = c->in + c->hv_off;
+    size_t n = c->hv_len;
+    while (n > 0 && (v[n - 1] == ' ' || v[n - 1] == '\t'))
+        n--;
+    if (c->hf_len == 13 && strncasecmp(name, "X-Session-Key", 13) == 0) {
+        /* Decimal, as the client sends it; anything else matches no session. */
+        uint64_t key = 0;
+        bool bad = n == 0 || n > 10;
+        for (size_t i = 0; i < n && !bad; i++) {
+            bad = v[i] < '0' || v[i] > '9';
+            key = key * 10 + (uint64_t)(v[i] & 0x0f);
+        }
+        c->key_bad = bad || key > UINT32_MAX;
+        c->key = c->key_bad ? 0 : (uint32_t)key;
+    } else if (c->hf_len == 6 && strncasecmp(name, "Expect", 6) == 0) {
+        c->expect_continue = n == 12 && strncasecmp(v, "100-continue", 12) == 0;
+    }
+}
+
+static int on_header_field(http_parser *p, const char *at, size_t len)
+{
+    struct conn *c = p->data;
+    size_t off = (size_t)(at - c->in);
+    if (c->in_value)
+        header_done(c);
+    /* A new name, unless this continues the one before (adjacent bytes):
+     * a header with an empty value may never call on_header_value. */
+    if (c->in_value || c->hf_len == 0 || c->hf_off + c->hf_len != off) {
+        c->hf_off = off;
+        c->hf_len = 0;
+        c->hv_len = 0;
+    }
+    c->in_value = false;
+    c->hf_len += len;
+    return 0;
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t len)
+{
+    struct conn *c = p->data;
+    if (!c->in_value) {
+        c->hv_off = (size_t)(at - c->in);
+        c->hv_len = 0;
+        c->in_value = true;
+    }
+    c->hv_len += len;
+    return 0;
+}
+
 static int on_headers_complete(http_parser *p)
 {
     struct conn *c = p->data;
+    if (c->in_value)
+        header_done(c);
+    c->in_value = false;
     c->headers_done = true;
-    /* Only GET and HEAD are served: stop here and answer 405 without
-     * waiting for a body we would throw away. */
-    if (p->method != HTTP_GET && p->method != HTTP_HEAD)
+    /* GET, HEAD and OPTIONS are answered once complete. Anything else
+     * stops here: a POST may be an upload, whose body is for upload.c, and
+     * the rest get 405 without waiting for a body we would throw away. */
+    if (p->method != HTTP_GET && p->method != HTTP_HEAD && p->method != HTTP_OPTIONS)
         http_parser_pause(p, 1);
     return 0;
 }
@@ -66,20 +127,37 @@ static int on_message_complete(http_parser *p)
     return 0;
 }
 
+static int on_body(http_parser *p, const char *at, size_t len)
+{
+    struct conn *c = p->data;
+    /* Only an upload keeps a body; a GET's is skipped. A failed write
+     * stops the parser (HPE_CB_body), and serve() answers. */
+    if (c->phase == PH_UPLOAD && c->upload >= 0)
+        return upload_body(c->web, c, at, len) ? 0 : 1;
+    return 0;
+}
+
 static const http_parser_settings parser_settings = {
     .on_url = on_url,
+    .on_header_field = on_header_field,
+    .on_header_value = on_header_value,
     .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
     .on_message_complete = on_message_complete,
 };
 
 /* ---- Connection record ------------------------------------------------- */
 
+/* Lets go of what a response or an upload holds: the file being streamed,
+ * and an unfinished upload's temp file (deleted: nothing is left behind). */
 static void drop_file(struct conn *c)
 {
     if (c->fd >= 0)
         close(c->fd);
     c->fd = -1;
     c->file_left = 0;
+    if (c->upload >= 0)
+        upload_abort(c->web, c);
 }
 
 /* Ready for the next request; keeps in[] (pipelined bytes). */
@@ -88,7 +166,13 @@ static void request_reset(struct conn *c)
     http_parser_init(&c->parser, HTTP_REQUEST);
     c->parser.data = c;
     c->url_off = c->url_len = 0;
+    c->hf_off = c->hf_len = c->hv_off = c->hv_len = 0;
+    c->in_value = false;
     c->headers_done = c->msg_done = false;
+    c->req_close = false;
+    c->expect_continue = false;
+    c->key_bad = false;
+    c->key = 0;
     c->out_len = c->out_off = 0;
     c->close_after = false;
     drop_file(c);
@@ -99,6 +183,7 @@ static void conn_start(struct conn *c, sn_id id, uint32_t now)
     c->id = id;
     c->phase = PH_READ;
     c->last_active = now;
+    c->peer_known = false;
     c->in_len = c->fed = 0;
     c->peer_closed = false;
     c->resume = false;
@@ -127,7 +212,7 @@ static void conn_close(struct web *w, struct conn *c)
     forget_if_freed(w, c, id);
 }
 
-static void conn_terminate(struct web *w, struct conn *c)
+void web_conn_terminate(struct web *w, struct conn *c)
 {
     sn_id id = c->id;
     drop_file(c);
@@ -176,7 +261,7 @@ static bool pump(struct web *w, struct conn *c)
         if (c->out_off == c->out_len) {
             if (c->file_left > 0) {
                 if (!refill(c)) {
-                    conn_terminate(w, c); /* a reset beats a silently short body */
+                    web_conn_terminate(w, c); /* a reset beats a silently short body */
                     return false;
                 }
                 continue;
@@ -219,35 +304,38 @@ static void format_date(char *buf, size_t len)
         buf[0] = '\0';
 }
 
-/*
- * Starts a response whose body is either out[HDR_ROOM..HDR_ROOM+body_len)
- * or the open file c->fd (length bytes); serve() writes it. extra is more
- * header lines, each ending in CRLF. HEAD gets the same header, no body.
- */
-static void respond(struct web *w, struct conn *c, unsigned status, const char *type,
-                    const char *extra, uint64_t length, size_t body_len, bool close)
+void web_respond(struct web *w, struct conn *c, unsigned status, const char *type,
+                 const char *extra, uint64_t length, size_t body_len)
 {
     bool head = c->headers_done && c->parser.method == HTTP_HEAD;
+    /* A body left unread (a refused POST) cannot be told from the next
+     * request: such a response ends the connection. */
+    bool close = c->req_close || !c->msg_done;
     char date[64];
     char hdr[HDR_ROOM];
+    char clen[40] = "";
 
+    /* A 204 carries no Content-Length (RFC 9110); everything else does, so
+     * keep-alive never depends on a close to end a body. */
+    if (status != 204)
+        snprintf(clen, sizeof clen, "Content-Length: %" PRIu64 "\r\n", length);
     format_date(date, sizeof date);
     int h = snprintf(hdr, sizeof hdr,
                      "HTTP/1.1 %u %s\r\n"
                      "%s%s%s"
                      "Server: slotnet-web\r\n"
                      "%s%s%s"
-                     "Content-Length: %" PRIu64 "\r\n"
+                     "%s"
                      "%s"
                      "%s"
                      "\r\n",
                      status, http_status_str((enum http_status)status), date[0] ? "Date: " : "",
                      date, date[0] ? "\r\n" : "", type ? "Content-Type: " : "", type ? type : "",
-                     type ? "\r\n" : "", length, extra ? extra : "",
+                     type ? "\r\n" : "", clen, extra ? extra : "",
                      close ? "Connection: close\r\n" : "");
     if (h < 0 || (size_t)h >= sizeof hdr) {
         /* Only a caller bug gets here (extra is bounded by its callers). */
-        conn_terminate(w, c);
+        web_conn_terminate(w, c);
         return;
     }
     memcpy(c->out + HDR_ROOM - (size_t)h, hdr, (size_t)h);
@@ -262,28 +350,33 @@ static void respond(struct web *w, struct conn *c, unsigned status, const char *
     c->last_active = w->now;
 }
 
-/* A short text/plain response for errors and redirects. */
-static void respond_text(struct web *w, struct conn *c, unsigned status, const char *extra,
-                         bool close)
+void web_respond_text(struct web *w, struct conn *c, unsigned status, const char *extra)
 {
-    int n = snprintf(c->out + HDR_ROOM, OUT_SIZE - HDR_ROOM, "%u %s\n", status,
+    int n = snprintf(c->out + HDR_ROOM, BODY_CAP, "%u %s\n", status,
                      http_status_str((enum http_status)status));
     size_t len = n > 0 ? (size_t)n : 0;
-    respond(w, c, status, "text/plain; charset=utf-8", extra, len, len, close);
+    web_respond(w, c, status, "text/plain; charset=utf-8", extra, len, len);
 }
 
-static void respond_status(struct web *w, struct conn *c, bool close)
+/* An error that ends the connection: what follows in the stream cannot be
+ * trusted to be a request. */
+static void respond_fatal(struct web *w, struct conn *c, unsigned status, const char *extra)
 {
-    size_t len = status_json(w, c->out + HDR_ROOM, OUT_SIZE - HDR_ROOM);
+    c->req_close = true;
+    web_respond_text(w, c, status, extra);
+}
+
+static void respond_status(struct web *w, struct conn *c)
+{
+    size_t len = status_json(w, c->out + HDR_ROOM, BODY_CAP);
     if (len == 0) {
-        respond_text(w, c, 500, NULL, close);
+        web_respond_text(w, c, 500, NULL);
         return;
     }
-    respond(w, c, 200, "application/json", "Cache-Control: no-store\r\n", len, len, close);
+    web_respond(w, c, 200, "application/json", "Cache-Control: no-store\r\n", len, len);
 }
 
-static void respond_file(struct web *w, struct conn *c, const char *path, size_t path_len,
-                         bool close)
+static void respond_file(struct web *w, struct conn *c, const char *path, size_t path_len)
 {
     uint64_t size = 0;
     const char *type = NULL;
@@ -294,59 +387,79 @@ static void respond_file(struct web *w, struct conn *c, const char *path, size_t
         c->fd = fd;
         /* Revalidate every time: the page is served by a device whose
          * firmware (and so its files) can change under the browser. */
-        respond(w, c, 200, type, "Cache-Control: no-cache\r\n", size, 0, close);
+        web_respond(w, c, 200, type, "Cache-Control: no-cache\r\n", size, 0);
         return;
     case FILE_REDIRECT: {
         char extra[700];
         if (path_len > 512) {
-            respond_text(w, c, 414, NULL, close);
+            web_respond_text(w, c, 414, NULL);
             return;
         }
         snprintf(extra, sizeof extra, "Location: %.*s/\r\n", (int)path_len, path);
-        respond_text(w, c, 301, extra, close);
+        web_respond_text(w, c, 301, extra);
         return;
     }
     case FILE_FORBIDDEN:
-        respond_text(w, c, 403, NULL, close);
+        web_respond_text(w, c, 403, NULL);
         return;
     case FILE_NOT_FOUND:
-        respond_text(w, c, 404, NULL, close);
+        web_respond_text(w, c, 404, NULL);
         return;
     case FILE_ERROR:
         break;
     }
-    respond_text(w, c, 500, NULL, close);
+    web_respond_text(w, c, 500, NULL);
 }
 
-/* A complete request is in in[0..fed). */
+/* A complete GET/HEAD/OPTIONS in in[0..fed), or the headers of another
+ * method (the parser paused before any body). */
 static void handle_request(struct web *w, struct conn *c)
 {
     http_parser *p = &c->parser;
     w->requests++;
     if (p->http_major != 1) {
-        respond_text(w, c, 505, NULL, true);
+        respond_fatal(w, c, 505, NULL);
         return;
     }
     /* HTTP/1.0 always closes, even when it asks for keep-alive: simpler,
      * and such clients are rare. An upgrade we do not speak closes too, so
      * its next bytes are never taken for a request. */
-    bool close = p->http_minor == 0 || !http_should_keep_alive(p) || p->upgrade;
+    c->req_close = p->http_minor == 0 || !http_should_keep_alive(p) || p->upgrade;
 
     struct http_parser_url u;
     http_parser_url_init(&u);
     if (http_parser_parse_url(c->in + c->url_off, c->url_len, 0, &u) != 0 ||
         !(u.field_set & (1u << UF_PATH))) {
-        respond_text(w, c, 400, NULL, true);
+        respond_fatal(w, c, 400, NULL);
         return;
     }
     const char *path = c->in + c->url_off + u.field_data[UF_PATH].off;
     size_t path_len = u.field_data[UF_PATH].len;
+    const char *query = "";
+    size_t query_len = 0;
+    if (u.field_set & (1u << UF_QUERY)) {
+        query = c->in + c->url_off + u.field_data[UF_QUERY].off;
+        query_len = u.field_data[UF_QUERY].len;
+    }
 
+    if (rr_is_rr(path, path_len)) {
+        rr_handle(w, c, path, path_len, query, query_len);
+        return;
+    }
+    if (p->method == HTTP_OPTIONS) {
+        /* Cross-origin preflight, as RRF answers it (see rr.c). */
+        rr_handle(w, c, path, path_len, query, query_len);
+        return;
+    }
+    if (!c->msg_done) {
+        web_respond_text(w, c, 405, "Allow: GET, HEAD, OPTIONS\r\n");
+        return;
+    }
     static const char status_path[] = "/status";
     if (path_len == sizeof status_path - 1 && memcmp(path, status_path, path_len) == 0)
-        respond_status(w, c, close);
+        respond_status(w, c);
     else
-        respond_file(w, c, path, path_len, close);
+        respond_file(w, c, path, path_len);
 }
 
 /* http_parser calls both "BREW /" and binary noise an invalid method. A
@@ -369,24 +482,79 @@ static void parse(struct web *w, struct conn *c)
 
     enum http_errno err = HTTP_PARSER_ERRNO(&c->parser);
     if (err == HPE_PAUSED) {
-        if (c->msg_done)
-            handle_request(w, c);
-        else
-            respond_text(w, c, 405, "Allow: GET, HEAD\r\n", true);
+        handle_request(w, c);
         return;
     }
     if (err == HPE_INVALID_METHOD) {
-        respond_text(w, c, looks_like_method(c) ? 501 : 400, NULL, true);
+        respond_fatal(w, c, looks_like_method(c) ? 501 : 400, NULL);
         return;
     }
     if (err != HPE_OK || used != avail) {
-        respond_text(w, c, 400, NULL, true);
+        respond_fatal(w, c, 400, NULL);
         return;
     }
     if (c->in_len == IN_SIZE) {
         /* Full and still no complete request: it can never fit. */
-        respond_text(w, c, c->headers_done ? 413 : 431, NULL, true);
+        respond_fatal(w, c, c->headers_done ? 413 : 431, NULL);
         return;
+    }
+}
+
+/* Reads into buf. Returns the count (> 0), 0 when more comes with
+ * SN_EV_READABLE, or -1 once the peer has gone (closed, reset or broken):
+ * the connection is then closing, and a partial request or an unfinished
+ * upload (its temp file deleted by drop_file) dies with it. */
+static int read_some(struct web *w, struct conn *c, char *buf, size_t len)
+{
+    int n = sn_read(w->core, c->id, buf, len);
+    if (n > 0) {
+        c->last_active = w->now;
+        return n;
+    }
+    if (n == 0 && !c->peer_closed)
+        return 0;
+    if (n == SN_ECLOSED)
+        c->peer_closed = true;
+    conn_close(w, c);
+    return -1;
+}
+
+/* One turn of an upload: feed the parser what we hold (on_body writes it
+ * to the file), then read more, up to UPLOAD_BYTES_PER_TURN. The headers
+ * are dealt with, so in[] is reused from the start for the body. */
+static void upload_turn(struct web *w, struct conn *c)
+{
+    size_t moved = 0;
+    while (c->phase == PH_UPLOAD) {
+        if (c->fed < c->in_len) {
+            size_t avail = c->in_len - c->fed;
+            size_t used =
+                http_parser_execute(&c->parser, &parser_settings, c->in + c->fed, avail);
+            c->fed += used;
+            enum http_errno err = HTTP_PARSER_ERRNO(&c->parser);
+            if (err == HPE_PAUSED && c->msg_done) {
+                upload_finish(w, c); /* responds */
+                return;
+            }
+            if (err != HPE_OK) {
+                /* The file write failed (HPE_CB_body) or the stream is
+                 * broken: the rest of the body cannot be skipped reliably. */
+                c->req_close = true;
+                upload_fail(w, c);
+                return;
+            }
+            continue;
+        }
+        if (moved >= UPLOAD_BYTES_PER_TURN) {
+            c->resume = true; /* more may wait; web_resume continues */
+            return;
+        }
+        c->in_len = c->fed = 0;
+        int n = read_some(w, c, c->in, IN_SIZE);
+        if (n <= 0)
+            return; /* wait for data, or closing: nobody is left to answer */
+        c->in_len = (size_t)n;
+        moved += (size_t)n;
     }
 }
 
@@ -411,25 +579,22 @@ static void serve(struct web *w, struct conn *c)
             }
             continue;
         }
+        if (c->phase == PH_UPLOAD) {
+            upload_turn(w, c);
+            if (c->phase == PH_UPLOAD)
+                return; /* waiting for data, or had its turn */
+            continue;
+        }
         if (c->phase != PH_READ)
             return;
         if (c->fed < c->in_len) {
             parse(w, c);
             continue;
         }
-        int n = sn_read(w->core, c->id, c->in + c->in_len, IN_SIZE - c->in_len);
-        if (n > 0) {
-            c->in_len += (size_t)n;
-            c->last_active = w->now;
-            continue;
-        }
-        if (n == 0 && !c->peer_closed)
-            return; /* more comes with SN_EV_READABLE */
-        /* Peer closed (a partial request dies with it), reset, or broken. */
-        if (n == SN_ECLOSED)
-            c->peer_closed = true;
-        conn_close(w, c);
-        return;
+        int n = read_some(w, c, c->in + c->in_len, IN_SIZE - c->in_len);
+        if (n <= 0)
+            return;
+        c->in_len += (size_t)n;
     }
 }
 
@@ -456,7 +621,7 @@ void web_on_event(sn_core *core, sn_id id, sn_event ev, int info, void *user)
     case SN_EV_READABLE:
         /* While writing, input waits: the core may keep saying READABLE,
          * and a write attempt per poll pass would be busywork. */
-        if (c->phase == PH_READ)
+        if (c->phase == PH_READ || c->phase == PH_UPLOAD)
             serve(w, c);
         break;
     case SN_EV_WRITABLE:
@@ -470,9 +635,11 @@ void web_on_event(sn_core *core, sn_id id, sn_event ev, int info, void *user)
         serve(w, c);
         break;
     case SN_EV_ABORTED:
-        conn_terminate(w, c); /* acknowledges the abort; FREED follows */
+        web_conn_terminate(w, c); /* acknowledges the abort; FREED follows */
         break;
     case SN_EV_FREED:
+        /* Idle timeout or a close that ended: an upload still running here
+         * is abandoned by drop_file. */
         drop_file(c);
         c->phase = PH_CLOSING;
         c->id = SN_ID_NONE;
@@ -532,11 +699,13 @@ void web_conns_init(struct web *w)
 {
     for (unsigned i = 0; i < w->nconns; i++) {
         struct conn *c = &w->conns[i];
+        c->web = w;
         c->id = SN_ID_NONE;
         c->phase = PH_CLOSING;
         c->resume = false;
         c->fd = -1;
         c->file_left = 0;
+        c->upload = -1;
     }
 }
 

@@ -1,6 +1,6 @@
 /*
- * slotnet-web: serves static files and a live /status of the slot table,
- * on the slotnet core over the POSIX backend.
+ * slotnet-web: serves static files, a live /status of the slot table and
+ * the RepRapFirmware rr_ API, on the slotnet core over the POSIX backend.
  *
  * One thread, one loop: read the clock, sn_poll (which calls web_on_event
  * for everything that happened), then wait for I/O no longer than the core
@@ -10,12 +10,15 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "slotnet/posix.h"
 #include "web.h"
@@ -26,6 +29,8 @@
  * limit of 1024. */
 #define MAX_BACKLOG 256ul
 #define MAX_MS 86400000ul /* a day; keeps every deadline far inside the 2^31 wrap window */
+#define DEFAULT_UPLOAD_MAX (1024ull * 1024 * 1024)
+#define MAX_UPLOAD_MAX (1ull << 50) /* a PiB: anything larger is a typo */
 
 struct options {
     sn_endpoint listen;
@@ -37,6 +42,10 @@ struct options {
     unsigned backlog;
     uint32_t backlog_timeout_ms;
     const char *root;
+    const char *sd;
+    uint64_t upload_max;
+    const char *password;
+    uint32_t session_timeout_ms;
     bool use_poll;
 };
 
@@ -51,7 +60,8 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "Usage: " PROG " [options]\n"
-            "Serves the files under --root, and the slot table as JSON at /status,\n"
+            "Serves the files under --root, the slot table as JSON at /status, and\n"
+            "the RepRapFirmware rr_ API (Duet Web Control's) over the folder --sd,\n"
             "over HTTP/1.1 on the slotnet core and its POSIX backend.\n"
             "\n"
             "  --listen ADDR:PORT       IPv4 address and port; 0.0.0.0 = any\n"
@@ -68,6 +78,17 @@ static void usage(FILE *f)
             "  --backlog-timeout-ms MS  a waiting connection older than this is reset\n"
             "                           (default %d)\n"
             "  --root DIR               directory of the static files (default www)\n"
+            "  --sd DIR                 storage folder, volume 0:/ of the rr_ API; it and\n"
+            "                           gcodes/, macros/, sys/ in it are created if\n"
+            "                           missing (default sd)\n"
+            "  --upload-max BYTES       largest rr_upload body; larger ones get 413\n"
+            "                           (default %llu, 1 GiB)\n"
+            "  --password PW            rr_connect password; other rr_ requests then\n"
+            "                           need a session (401 without). Default: none, and\n"
+            "                           any login is accepted\n"
+            "  --session-timeout-ms MS  an rr_ session ends this long after its last\n"
+            "                           request; a stalled upload is abandoned after it\n"
+            "                           too (default %u)\n"
             "  --poll                   use poll() instead of epoll\n"
             "  -h, --help               show this help and exit\n"
             "\n"
@@ -75,7 +96,8 @@ static void usage(FILE *f)
             "server cleanly. Exit status: 0 stopped by a signal, 1 runtime error\n"
             "(e.g. address in use), 2 bad options.\n",
             SN_MAX_SLOTS, SN_DEFAULT_SLOTS, DEFAULT_IDLE_MS, SN_DEFAULT_CLOSE_TIMEOUT_MS,
-            MAX_BACKLOG, SN_DEFAULT_BACKLOG_MAX, SN_DEFAULT_BACKLOG_TIMEOUT_MS, MAX_MS);
+            MAX_BACKLOG, SN_DEFAULT_BACKLOG_MAX, SN_DEFAULT_BACKLOG_TIMEOUT_MS,
+            DEFAULT_UPLOAD_MAX, DEFAULT_SESSION_TIMEOUT_MS, MAX_MS);
 }
 
 static _Noreturn void bad_option(const char *opt, const char *want, const char *got)
@@ -85,16 +107,26 @@ static _Noreturn void bad_option(const char *opt, const char *want, const char *
 }
 
 /* Decimal digits only: no sign, no spaces, no suffix, no overflow. */
-static bool parse_ulong(const char *s, unsigned long min, unsigned long max, unsigned long *out)
+static bool parse_ullong(const char *s, unsigned long long min, unsigned long long max,
+                         unsigned long long *out)
 {
     if (*s < '0' || *s > '9')
         return false;
     errno = 0;
     char *end;
-    unsigned long v = strtoul(s, &end, 10);
+    unsigned long long v = strtoull(s, &end, 10);
     if (errno != 0 || *end != '\0' || v < min || v > max)
         return false;
     *out = v;
+    return true;
+}
+
+static bool parse_ulong(const char *s, unsigned long min, unsigned long max, unsigned long *out)
+{
+    unsigned long long v;
+    if (!parse_ullong(s, min, max, &v))
+        return false;
+    *out = (unsigned long)v;
     return true;
 }
 
@@ -139,6 +171,10 @@ static void parse_options(int argc, char **argv, struct options *o)
         OPT_BACKLOG,
         OPT_BACKLOG_TIMEOUT,
         OPT_ROOT,
+        OPT_SD,
+        OPT_UPLOAD_MAX,
+        OPT_PASSWORD,
+        OPT_SESSION_TIMEOUT,
         OPT_POLL,
     };
     static const struct option longopts[] = {
@@ -150,6 +186,10 @@ static void parse_options(int argc, char **argv, struct options *o)
         {"backlog", required_argument, NULL, OPT_BACKLOG},
         {"backlog-timeout-ms", required_argument, NULL, OPT_BACKLOG_TIMEOUT},
         {"root", required_argument, NULL, OPT_ROOT},
+        {"sd", required_argument, NULL, OPT_SD},
+        {"upload-max", required_argument, NULL, OPT_UPLOAD_MAX},
+        {"password", required_argument, NULL, OPT_PASSWORD},
+        {"session-timeout-ms", required_argument, NULL, OPT_SESSION_TIMEOUT},
         {"poll", no_argument, NULL, OPT_POLL},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -164,6 +204,9 @@ static void parse_options(int argc, char **argv, struct options *o)
         .backlog = SN_DEFAULT_BACKLOG_MAX,
         .backlog_timeout_ms = SN_DEFAULT_BACKLOG_TIMEOUT_MS,
         .root = "www",
+        .sd = "sd",
+        .upload_max = DEFAULT_UPLOAD_MAX,
+        .session_timeout_ms = DEFAULT_SESSION_TIMEOUT_MS,
     };
 
     int c;
@@ -194,6 +237,27 @@ static void parse_options(int argc, char **argv, struct options *o)
             break;
         case OPT_ROOT:
             o->root = optarg;
+            break;
+        case OPT_SD:
+            if (optarg[0] == '\0')
+                bad_option("--sd", "a folder", optarg);
+            o->sd = optarg;
+            break;
+        case OPT_UPLOAD_MAX: {
+            unsigned long long v;
+            if (!parse_ullong(optarg, 0, MAX_UPLOAD_MAX, &v))
+                bad_option("--upload-max", "a number of bytes", optarg);
+            o->upload_max = v;
+            break;
+        }
+        case OPT_PASSWORD:
+            /* An empty password is "none": the client always sends one, so
+             * there is nothing to tell apart. */
+            o->password = optarg[0] ? optarg : NULL;
+            break;
+        case OPT_SESSION_TIMEOUT:
+            o->session_timeout_ms =
+                (uint32_t)number_arg("--session-timeout-ms", optarg, 100, MAX_MS);
             break;
         case OPT_POLL:
             o->use_poll = true;
@@ -233,6 +297,29 @@ static void set_root(struct web *w, const char *root)
     w->root[w->root_len] = '\0';
 }
 
+/* Makes the storage folder (and the folders DWC expects in it) if missing,
+ * and keeps a descriptor: every rr_ path is opened relative to it. */
+static void set_sd(struct web *w, const char *sd)
+{
+    static const char *const subdirs[] = {"gcodes", "macros", "sys"};
+    if (mkdir(sd, 0755) != 0 && errno != EEXIST) {
+        fprintf(stderr, PROG ": --sd: cannot create '%s': %s\n", sd, strerror(errno));
+        exit(2);
+    }
+    if (!realpath(sd, w->sd) ||
+        (w->sd_fd = open(w->sd, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+        fprintf(stderr, PROG ": --sd: '%s' is not a usable folder\n", sd);
+        exit(2);
+    }
+    for (size_t i = 0; i < sizeof subdirs / sizeof subdirs[0]; i++) {
+        if (mkdirat(w->sd_fd, subdirs[i], 0755) != 0 && errno != EEXIST) {
+            fprintf(stderr, PROG ": --sd: cannot create '%s/%s': %s\n", w->sd, subdirs[i],
+                    strerror(errno));
+            exit(2);
+        }
+    }
+}
+
 static void install_signals(void)
 {
     struct sigaction sa;
@@ -253,8 +340,13 @@ int main(int argc, char **argv)
 
     parse_options(argc, argv, &o);
     set_root(&w, o.root);
+    set_sd(&w, o.sd);
+    w.password = o.password;
+    w.upload_max = o.upload_max;
+    w.session_timeout_ms = o.session_timeout_ms;
     install_signals();
-    status_init();
+    tzset(); /* file dates are local time, as the client reads them */
+    json_init();
 
     sn_config cfg;
     sn_config_default(&cfg);
@@ -315,16 +407,20 @@ int main(int argc, char **argv)
     }
 
     w.started = w.now = w.ops->now_ms(w.be);
-    printf(PROG ": serving %s on http://%s/ (%u slots, %s)\n", w.root_len ? w.root : "/",
-           o.listen_text, o.slots, o.use_poll ? "poll" : "epoll");
+    rr_init(&w);
+    printf(PROG ": serving %s on http://%s/ (%u slots, %s), storage %s%s\n",
+           w.root_len ? w.root : "/", o.listen_text, o.slots, o.use_poll ? "poll" : "epoll",
+           w.sd, w.password ? ", password set" : "");
     fflush(stdout);
 
     while (!stop_signal) {
         uint32_t now = w.ops->now_ms(w.be);
+        w.uptime_ms += (uint32_t)(now - w.now);
         w.now = now;
         sn_poll(w.core, now);
         bool more = web_resume(&w);
         web_reuse_idle(&w);
+        rr_tick(&w);
         if (stop_signal)
             break;
         w.ops->wait(w.be, more ? 0 : sn_next_timeout(w.core, now, 100));
@@ -341,5 +437,7 @@ out:
         sn_posix_destroy(posix);
     free(w.conns);
     free(core_mem);
+    if (w.sd_fd >= 0)
+        close(w.sd_fd);
     return rc;
 }

@@ -1,46 +1,13 @@
 /*
- * GET /status: the slot table and every counter, as JSON.
- *
- * Browser tabs poll this several times a second, so it must be cheap and
- * must not touch the heap: cJSON allocates a node per value, so its hooks
- * point at a fixed arena that is emptied after every document, and the text
- * is printed straight into the slot's output buffer.
+ * GET /status: the slot table, every counter and the app's own figures,
+ * as JSON. Browser tabs poll this several times a second, so it is built on
+ * the fixed arena of json.c and printed straight into the slot's buffer.
  */
-#include <stdalign.h>
 #include <stdio.h>
-#include <string.h>
 
 #include <cjson/cJSON.h>
 
 #include "web.h"
-
-/* 32 slots x ~10 values x (node + key) is about 30 KiB; twice that for room. */
-static alignas(max_align_t) unsigned char arena[64 * 1024];
-static size_t arena_used;
-static bool arena_exhausted;
-
-static void *arena_alloc(size_t n)
-{
-    size_t need = (n + (alignof(max_align_t) - 1)) & ~(alignof(max_align_t) - 1);
-    if (need < n || need > sizeof arena - arena_used) {
-        arena_exhausted = true;
-        return NULL;
-    }
-    void *p = arena + arena_used;
-    arena_used += need;
-    return p;
-}
-
-static void arena_free(void *p)
-{
-    (void)p; /* the whole arena is dropped after each document */
-}
-
-void status_init(void)
-{
-    cJSON_Hooks hooks = {.malloc_fn = arena_alloc, .free_fn = arena_free};
-    cJSON_InitHooks(&hooks);
-}
 
 /* Every field of sn_stats, in order. The assertion below trips when the
  * struct grows, so a new counter cannot silently go missing here. */
@@ -99,8 +66,7 @@ static void add_slot(cJSON *slots, struct web *w, unsigned i)
 
 size_t status_json(struct web *w, char *buf, size_t len)
 {
-    arena_used = 0;
-    arena_exhausted = false;
+    json_reset();
 
     cJSON *root = cJSON_CreateObject();
     cJSON *slots = cJSON_AddArrayToObject(root, "slots");
@@ -128,12 +94,18 @@ size_t status_json(struct web *w, char *buf, size_t len)
     cJSON_AddNumberToObject(root, "uptime_ms", (uint32_t)(w->now - w->started));
     cJSON_AddNumberToObject(root, "requests", w->requests);
     cJSON_AddStringToObject(root, "backend", w->ops->name ? w->ops->name : "");
+    /* The app's own figures: the upload is the job that must not suffer. */
+    unsigned sessions = 0;
+    for (unsigned i = 0; i < MAX_SESSIONS; i++)
+        sessions += w->sessions[i].used;
+    cJSON_AddNumberToObject(root, "sessions", sessions);
+    cJSON_AddNumberToObject(root, "uploads_active", upload_active(w));
+    cJSON_AddNumberToObject(root, "uploads_ok", w->uploads_ok);
+    cJSON_AddNumberToObject(root, "uploads_failed", w->uploads_failed);
+    cJSON_AddNumberToObject(root, "upload_bytes", (double)w->upload_bytes);
+    cJSON_AddNumberToObject(root, "longest_upload_finish_us", w->longest_finish_us);
 
-    size_t out = 0;
-    int cap = len > INT32_MAX ? INT32_MAX : (int)len;
-    if (root && !arena_exhausted && cJSON_PrintPreallocated(root, buf, cap, 0))
-        out = strlen(buf);
-    cJSON_Delete(root);
-    arena_used = 0;
+    size_t out = json_print(root, buf, len);
+    json_reset();
     return out;
 }

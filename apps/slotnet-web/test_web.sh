@@ -52,7 +52,7 @@ free_port() {
 # the server's bind, so try a few.
 for attempt in 1 2 3; do
   PORT=$(free_port)
-  "$BIN" --listen "127.0.0.1:$PORT" --slots 8 --root "$ROOT" "${EXTRA[@]}" >"$TMP/server.log" 2>&1 &
+  "$BIN" --listen "127.0.0.1:$PORT" --slots 8 --root "$ROOT" --sd "$TMP/sd" "${EXTRA[@]}" >"$TMP/server.log" 2>&1 &
   PID=$!
   up=0
   for _ in $(seq 1 200); do # it prints "serving" once it listens

@@ -1,7 +1,9 @@
 /*
  * slotnet-web: a small HTTP/1.1 server on the slotnet core and the POSIX
- * backend. One fixed connection record per slot, allocated at start; the
- * core's event callback drives everything.
+ * backend, and the RepRapFirmware rr_ API on top of it. One fixed
+ * connection record per slot and every table (sessions, uploads, the code
+ * queue, the reply buffer) allocated at start; the core's event callback
+ * drives everything.
  */
 #ifndef SLOTNET_WEB_H
 #define SLOTNET_WEB_H
@@ -19,35 +21,67 @@
 
 /* Per slot: the request must fit in IN_SIZE (headers, and any body we are
  * made to skip); OUT_SIZE holds a response header plus a small body, and is
- * the chunk size when streaming a file. */
+ * the chunk size when streaming a file in either direction. */
 #define IN_SIZE 8192
 #define OUT_SIZE 16384
+/* The body of an in-memory response starts here in out[]; the header is
+ * built afterwards and copied in just before it, so the body never moves. */
+#define HDR_ROOM 1024
+#define BODY_CAP (OUT_SIZE - HDR_ROOM)
 
 #ifndef PATH_MAX
 #define PATH_MAX 4096
 #endif
+#ifndef NAME_MAX
+#define NAME_MAX 255
+#endif
+
+/* RRF's numbers: at most 8 sessions, 8 s idle. */
+#define MAX_SESSIONS 8
+#define DEFAULT_SESSION_TIMEOUT_MS 8000u
+/* Uploads streaming at once; one more gets 503. Each holds two descriptors
+ * and two names. */
+#define MAX_UPLOADS 4
+/* Code text waiting to run, and code output waiting to be read. */
+#define GCODE_QUEUE 1024
+#define REPLY_SIZE 4096
 
 enum phase {
     PH_READ,    /* waiting for (the rest of) a request */
+    PH_UPLOAD,  /* a request body is streaming into a file */
     PH_WRITE,   /* a response is going out; input is left unread meanwhile */
     PH_CLOSING, /* sn_close or CLOSE_AFTER issued; only FREED matters now */
 };
 
+struct web;
+
 struct conn {
+    struct web *web; /* for the parser's callbacks */
     sn_id id; /* SN_ID_NONE when the slot is not ours; compared on every event */
     enum phase phase;
     uint32_t last_active; /* app clock of the last request or response byte */
+    uint32_t peer_addr;   /* remote IPv4, fetched at the first rr_ request */
+    bool peer_known;
 
     /* Request side. in[0..fed) went through the parser; in[fed..in_len) is
-     * the start of a pipelined request held back until this one is answered. */
+     * the start of a pipelined request (or an upload's body) held back until
+     * this one is answered. */
     http_parser parser;
     size_t in_len;
     size_t fed;
     size_t url_off, url_len; /* the request target, inside in[] */
+    size_t hf_off, hf_len;   /* the header field being parsed, inside in[] */
+    size_t hv_off, hv_len;   /* ...and its value */
+    bool in_value;
     bool headers_done;
     bool msg_done;
     bool peer_closed; /* sn_read said SN_ECLOSED or PEER_CLOSED arrived */
     bool resume;      /* had its turn with work left; see web_resume() */
+    bool req_close;   /* this request's response ends the connection */
+    bool expect_continue;
+    bool key_bad;     /* X-Session-Key present but not a number */
+    uint32_t key;     /* X-Session-Key, 0 when absent */
+    int upload;       /* index in web.uploads while PH_UPLOAD, else -1 */
 
     /* Response side. out[out_off..out_len) is still to be written. */
     size_t out_len, out_off;
@@ -59,6 +93,39 @@ struct conn {
     char out[OUT_SIZE];
 };
 
+struct session {
+    bool used;
+    uint32_t ip, key; /* key 0: the IP-only session */
+    uint32_t last;    /* app clock of its last request */
+    uint64_t reply_pos; /* how far into the reply stream it has read */
+};
+
+struct upload {
+    bool active;
+    unsigned conn;      /* index of the connection that feeds it */
+    int session;        /* index in web.sessions kept alive by it, or -1 */
+    int fd, dirfd;      /* the .part file and the directory holding it */
+    char rel[PATH_MAX]; /* target, relative to the storage folder */
+    char leaf[NAME_MAX + 1];
+    char part[NAME_MAX + 1];
+    unsigned dirs_made_from; /* parent levels from here on were created by us */
+    unsigned dirs;           /* parent levels in rel */
+    uint64_t expected, received, kicked;
+    uint32_t crc, want_crc;
+    bool have_crc, have_time;
+    int64_t mtime;
+    uint32_t last_data; /* app clock of the last body bytes */
+};
+
+/* The object model's sequence counters: one per top-level key that can
+ * change, plus reply and one per volume. */
+enum seq {
+    SEQ_BOARDS, SEQ_DIRECTORIES, SEQ_FANS, SEQ_GLOBAL, SEQ_HEAT, SEQ_INPUTS, SEQ_JOB,
+    SEQ_LEDSTRIPS, SEQ_LIMITS, SEQ_MOVE, SEQ_NETWORK, SEQ_SENSORS, SEQ_SPINDLES, SEQ_STATE,
+    SEQ_TOOLS, SEQ_VOLUMES, SEQ_REPLY, SEQ_COUNT
+};
+#define MODEL_KEYS 16 /* SEQ_BOARDS..SEQ_VOLUMES, in the client's order */
+
 struct web {
     sn_core *core;
     const sn_backend_ops *ops;
@@ -67,9 +134,33 @@ struct web {
     unsigned nconns;
     char root[PATH_MAX]; /* realpath of --root, no trailing slash */
     size_t root_len;
-    uint32_t now;     /* the loop's clock, refreshed before every sn_poll */
-    uint32_t started; /* clock at start, for uptime_ms */
+    uint32_t now;       /* the loop's clock, refreshed before every sn_poll */
+    uint32_t started;   /* clock at start, for uptime_ms */
+    uint64_t uptime_ms; /* summed from the clock: never wraps, never falls */
     uint32_t requests;
+
+    /* rr_ API */
+    int sd_fd;                /* the storage folder (volume 0), O_DIRECTORY */
+    char sd[PATH_MAX];        /* its realpath, for messages */
+    const char *password;     /* NULL: none, any login is accepted */
+    uint32_t session_timeout_ms;
+    uint64_t upload_max;
+    struct session sessions[MAX_SESSIONS];
+    struct upload uploads[MAX_UPLOADS];
+    int last_upload_err;      /* GET rr_upload */
+    uint32_t uploads_ok, uploads_failed;
+    uint64_t upload_bytes;    /* body bytes written into .part files */
+    uint32_t longest_finish_us; /* fsync + rename at an upload's end: the one long call */
+    char gq[GCODE_QUEUE];     /* queued code lines, each ending in '\n' */
+    size_t gq_len;
+    char reply[REPLY_SIZE];   /* code output not yet read by everyone */
+    size_t reply_len;
+    uint64_t reply_base;      /* stream position of reply[0] */
+    uint32_t reply_time;
+    uint32_t seqs[SEQ_COUNT];
+    uint32_t vol_changes;     /* seqs.volChanges[0] */
+    char machine_name[64];    /* M550 */
+    char display_message[128]; /* M117 */
 };
 
 /* http.c */
@@ -82,8 +173,17 @@ void web_on_event(sn_core *core, sn_id id, sn_event ev, int info, void *user);
 bool web_resume(struct web *w);
 /* Closes one idle keep-alive connection when others wait for a slot. */
 void web_reuse_idle(struct web *w);
-/* Closes any file still open (at shutdown). */
+/* Closes any file still open and abandons uploads (at shutdown). */
 void web_release_files(struct web *w);
+/* Starts a response whose body is out[HDR_ROOM..HDR_ROOM+body_len) or the
+ * open file c->fd (length bytes). extra is more header lines, each ending
+ * in CRLF. HEAD gets the same header, no body. */
+void web_respond(struct web *w, struct conn *c, unsigned status, const char *type,
+                 const char *extra, uint64_t length, size_t body_len);
+/* A short text/plain body naming the status. */
+void web_respond_text(struct web *w, struct conn *c, unsigned status, const char *extra);
+/* Ends the connection now (RST); for a stream that can no longer be kept. */
+void web_conn_terminate(struct web *w, struct conn *c);
 
 /* files.c */
 /* Result of mapping a URL path to a file under the root. */
@@ -93,10 +193,119 @@ enum file_result { FILE_OK, FILE_NOT_FOUND, FILE_FORBIDDEN, FILE_REDIRECT, FILE_
  * Content-Type. */
 enum file_result file_open(const struct web *w, const char *path, size_t path_len, int *fd,
                            uint64_t *size, const char **type);
+const char *file_content_type(const char *name);
+/* Percent-decodes s[0..len) into out (NUL-terminated; empty on failure). False on a bad
+ * escape, an encoded NUL, or no room. */
+bool percent_decode(const char *s, size_t len, char *out, size_t cap);
+
+/* json.c: cJSON on a fixed arena, emptied after every document. */
+void json_init(void);
+/* Forgets every node: the start of a document. */
+void json_reset(void);
+/* True once an allocation failed since the last reset. */
+bool json_exhausted(void);
+size_t json_mark(void);
+/* Drops everything allocated after mark (only when none of it is linked). */
+void json_release(size_t mark);
+struct cJSON;
+/* Prints item into buf (NUL-terminated) and deletes it; returns the length,
+ * or 0 when it did not fit or the arena ran out while it was built. */
+size_t json_print(struct cJSON *item, char *buf, size_t len);
 
 /* status.c */
-void status_init(void);
 /* Writes the /status JSON into buf; returns its length, or 0 if it did not fit. */
 size_t status_json(struct web *w, char *buf, size_t len);
+
+/* rr.c: the RepRapFirmware API. */
+/* Sets up the rr_ state once w's options are in. */
+void rr_init(struct web *w);
+/* True when path names an rr_ endpoint (it then owns the request). */
+bool rr_is_rr(const char *path, size_t len);
+/* A complete GET/HEAD, or a POST whose headers are in (rr_upload). */
+void rr_handle(struct web *w, struct conn *c, const char *path, size_t path_len,
+               const char *query, size_t query_len);
+/* Runs queued codes and abandons stalled uploads; once per loop turn. */
+void rr_tick(struct web *w);
+/* {"err":N} */
+void rr_respond_err(struct web *w, struct conn *c, int err);
+/* A JSON body already in out[HDR_ROOM..HDR_ROOM+len). */
+void rr_respond_json(struct web *w, struct conn *c, size_t len);
+/* A status with an empty body (503: out of buffers). */
+void rr_respond_empty(struct web *w, struct conn *c, unsigned status);
+/* Volume 0's content changed: bump seqs.volChanges[0] and seqs.volumes. */
+void rr_volume_changed(struct web *w);
+
+/* The query of an rr_ request, and the session it runs in (-1: none). */
+struct rr_req {
+    const char *query;
+    size_t query_len;
+    int session;
+};
+/* Finds key in the query and percent-decodes its value into out; returns
+ * the length, -1 when absent, -2 when malformed or longer than cap. */
+int rr_arg(const struct rr_req *r, const char *key, char *out, size_t cap);
+/* True for "yes" (the client's booleans). */
+bool rr_arg_yes(const struct rr_req *r, const char *key);
+
+/* rrfiles.c: the file endpoints on volume 0. */
+void rr_download(struct web *w, struct conn *c, const struct rr_req *r);
+void rr_filelist(struct web *w, struct conn *c, const struct rr_req *r);
+void rr_fileinfo(struct web *w, struct conn *c, const struct rr_req *r);
+void rr_delete(struct web *w, struct conn *c, const struct rr_req *r);
+void rr_mkdir(struct web *w, struct conn *c, const struct rr_req *r);
+void rr_move(struct web *w, struct conn *c, const struct rr_req *r);
+
+/* model.c: the object model for rr_model. */
+/* Builds the reply to rr_model into buf; returns its length, or 0 when out
+ * of room. */
+size_t model_reply(struct web *w, const char *key, const char *flags, char *buf, size_t len);
+void model_bump(struct web *w, enum seq s);
+/* "YYYY-MM-DDTHH:MM:SS" in local time; false if t cannot be shown. */
+bool model_datetime(int64_t t, char *buf, size_t len);
+
+/* vol.c: volume paths confined to the storage folder. */
+enum vol_result {
+    VOL_OK = 0,
+    VOL_BAD = -1,   /* malformed or leaves the folder (.., symlink) */
+    VOL_NOVOL = -2, /* a volume other than 0 */
+    VOL_NOENT = -3, /* missing, or a parent is not a directory */
+    VOL_IO = -4,
+};
+/* "0:/gcodes/a.g" (decoded) to "gcodes/a.g": no '.', '..' or empty
+ * segments; "" is the folder itself. */
+int vol_parse(const char *in, char *rel, size_t cap);
+/* Opens the directory holding rel's last component and points *leaf at
+ * that component (empty for the folder itself). With make, missing parents
+ * are created; *made_from (may be NULL) says from which level on. No
+ * symlink is followed on the way. */
+int vol_open_parent(const struct web *w, const char *rel, int *dirfd, const char **leaf,
+                    bool make, unsigned *made_from);
+/* Opens rel itself as a directory. */
+int vol_open_dir(const struct web *w, const char *rel, int *fd);
+/* Parent levels of rel ("a/b/c.g": 2). */
+unsigned vol_depth(const char *rel);
+/* Removes rel's parent directories from level from on, deepest first,
+ * while they are empty (undoing vol_open_parent's make). */
+void vol_unmake(const struct web *w, const char *rel, unsigned from);
+
+/* upload.c */
+/* Starts streaming c's body (Content-Length bytes, checked by the caller)
+ * into rel: on success c is in PH_UPLOAD; otherwise a response has been
+ * started. session (or -1) is kept alive by the body's arrival. */
+void upload_start(struct web *w, struct conn *c, const char *rel, int session, bool have_crc,
+                  uint32_t crc, bool have_time, int64_t mtime);
+/* A piece of the body; false when it could not be written. */
+bool upload_body(struct web *w, struct conn *c, const char *data, size_t len);
+/* The whole body is in: check, move into place, respond. */
+void upload_finish(struct web *w, struct conn *c);
+/* The upload failed while the connection lives on: clean up, {"err":1}. */
+void upload_fail(struct web *w, struct conn *c);
+/* Abandons c's upload, if any: temp file and any made parents removed. */
+void upload_abort(struct web *w, struct conn *c);
+/* Ends uploads whose client sent nothing for the session timeout. */
+void upload_tick(struct web *w);
+/* True while session index s feeds an upload (it must not expire). */
+bool upload_holds_session(const struct web *w, int s);
+unsigned upload_active(const struct web *w);
 
 #endif /* SLOTNET_WEB_H */

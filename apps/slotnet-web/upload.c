@@ -1,0 +1,252 @@
+/*
+ * rr_upload: the body streams into "<name>.part" beside the target while
+ * its CRC-32 is computed (zlib's crc32), then is synced and renamed over
+ * the target in one step. Any failure - a CRC or length mismatch, a write
+ * error, the connection closing, resetting, idling out or its slot being
+ * freed, the server stopping - deletes the temp file (and any directory the
+ * upload created) and leaves an existing target as it was.
+ *
+ * The table of uploads is fixed (MAX_UPLOADS); one more gets 503. Body
+ * pieces arrive from http.c in chunks of at most IN_SIZE, so each write()
+ * is small and bounded.
+ */
+#define _GNU_SOURCE /* sync_file_range */
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <zlib.h>
+
+#include "web.h"
+
+/* Start write-back every this many bytes, without waiting for it, so the
+ * fsync at the end has little left to do and does not stall the loop. */
+#define KICK_BYTES (1024u * 1024u)
+
+static uint64_t clock_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static struct upload *upload_of(struct web *w, const struct conn *c)
+{
+    return c->upload >= 0 ? &w->uploads[c->upload] : NULL;
+}
+
+/* Removes every trace of u; the connection keeps running. */
+static void discard(struct web *w, struct conn *c, struct upload *u)
+{
+    if (u->fd >= 0)
+        close(u->fd);
+    unlinkat(u->dirfd, u->part, 0);
+    close(u->dirfd);
+    vol_unmake(w, u->rel, u->dirs_made_from);
+    u->fd = u->dirfd = -1;
+    u->active = false;
+    c->upload = -1;
+    w->last_upload_err = 1;
+    w->uploads_failed++;
+}
+
+bool upload_holds_session(const struct web *w, int s)
+{
+    for (unsigned i = 0; i < MAX_UPLOADS; i++)
+        if (w->uploads[i].active && w->uploads[i].session == s)
+            return true;
+    return false;
+}
+
+/* Refusals before the body: answered at once; web_respond closes the
+ * connection since the body stays unread. */
+void upload_start(struct web *w, struct conn *c, const char *rel, int session, bool have_crc,
+                  uint32_t crc, bool have_time, int64_t mtime)
+{
+    struct upload *u = NULL;
+    for (unsigned i = 0; i < MAX_UPLOADS; i++) {
+        if (w->uploads[i].active && strcmp(w->uploads[i].rel, rel) == 0) {
+            /* Two bodies for one temp file: the second would corrupt the first. */
+            rr_respond_err(w, c, 1);
+            return;
+        }
+        if (!w->uploads[i].active && !u)
+            u = &w->uploads[i];
+    }
+    if (!u) {
+        rr_respond_empty(w, c, 503); /* the client retries after reading rr_reply */
+        return;
+    }
+
+    int dirfd;
+    const char *leaf;
+    unsigned made_from;
+    if (vol_open_parent(w, rel, &dirfd, &leaf, true, &made_from) != VOL_OK) {
+        rr_respond_err(w, c, 1);
+        return;
+    }
+    size_t leaf_len = strlen(leaf);
+    struct stat st;
+    bool bad = leaf_len == 0 || leaf_len + sizeof ".part" - 1 > NAME_MAX ||
+               strlen(rel) >= sizeof u->rel ||
+               (fstatat(dirfd, leaf, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode));
+    char part[NAME_MAX + 1];
+    int fd = -1;
+    if (!bad) {
+        snprintf(part, sizeof part, "%s.part", leaf);
+        /* A stale or planted .part goes first (unlink never follows a
+         * symlink); O_EXCL|O_NOFOLLOW then guarantees a fresh file of ours. */
+        unlinkat(dirfd, part, 0);
+        fd = openat(dirfd, part, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+    }
+    if (fd < 0) {
+        close(dirfd);
+        vol_unmake(w, rel, made_from);
+        w->last_upload_err = 1;
+        w->uploads_failed++;
+        rr_respond_err(w, c, 1);
+        return;
+    }
+
+    *u = (struct upload){
+        .active = true,
+        .conn = (unsigned)(c - w->conns),
+        .session = session,
+        .fd = fd,
+        .dirfd = dirfd,
+        .dirs_made_from = made_from,
+        .expected = c->parser.content_length,
+        .crc = (uint32_t)crc32(0L, Z_NULL, 0),
+        .want_crc = crc,
+        .have_crc = have_crc,
+        .have_time = have_time,
+        .mtime = mtime,
+        .last_data = w->now,
+    };
+    memcpy(u->rel, rel, strlen(rel) + 1);
+    memcpy(u->leaf, leaf, leaf_len + 1);
+    memcpy(u->part, part, sizeof part);
+    c->upload = (int)(u - w->uploads);
+    c->phase = PH_UPLOAD;
+    http_parser_pause(&c->parser, 0); /* it paused at the headers; the body is next */
+
+    if (c->expect_continue) {
+        /* curl asks before sending a large body. The previous response is
+         * all written by now, so 25 bytes fit; if not, the stream would be
+         * corrupt, and a reset is the honest answer. */
+        static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+        int n = sn_write(w->core, c->id, cont, sizeof cont - 1, SN_WRITE_PUSH);
+        if (n != (int)(sizeof cont - 1))
+            web_conn_terminate(w, c);
+    }
+}
+
+bool upload_body(struct web *w, struct conn *c, const char *data, size_t len)
+{
+    struct upload *u = upload_of(w, c);
+    if (!u)
+        return true;
+    if (u->received + len > u->expected || u->received + len > w->upload_max)
+        return false; /* the parser counts the length; this only guards it */
+    u->crc = (uint32_t)crc32(u->crc, (const Bytef *)data, (uInt)len);
+    while (len > 0) {
+        ssize_t n = write(u->fd, data, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return false; /* disk full or failing: the parser stops here */
+        data += n;
+        len -= (size_t)n;
+        u->received += (uint64_t)n;
+        w->upload_bytes += (uint64_t)n;
+    }
+    u->last_data = w->now;
+    /* "Each chunk of an upload in progress also keeps the session alive." */
+    if (u->session >= 0 && w->sessions[u->session].used)
+        w->sessions[u->session].last = w->now;
+    if (u->received - u->kicked >= KICK_BYTES) {
+        sync_file_range(u->fd, (off_t)u->kicked, (off_t)(u->received - u->kicked),
+                        SYNC_FILE_RANGE_WRITE);
+        u->kicked = u->received;
+    }
+    return true;
+}
+
+void upload_fail(struct web *w, struct conn *c)
+{
+    struct upload *u = upload_of(w, c);
+    if (u)
+        discard(w, c, u);
+    rr_respond_err(w, c, 1);
+}
+
+void upload_finish(struct web *w, struct conn *c)
+{
+    struct upload *u = upload_of(w, c);
+    if (!u) {
+        rr_respond_err(w, c, 1);
+        return;
+    }
+    bool ok = u->received == u->expected && (!u->have_crc || u->crc == u->want_crc);
+    if (ok && u->have_time) {
+        struct timespec times[2] = {{.tv_nsec = UTIME_OMIT}, {.tv_sec = (time_t)u->mtime}};
+        ok = futimens(u->fd, times) == 0;
+    }
+    /* Durable before it replaces anything: a power cut must leave the old
+     * file or the whole new one. This waits for the disk, the one call here
+     * that may take long; the write-back started every KICK_BYTES keeps it
+     * short, and /status shows the longest. */
+    uint64_t t0 = clock_us();
+    ok = ok && fsync(u->fd) == 0;
+    int closed = close(u->fd);
+    u->fd = -1;
+    ok = ok && closed == 0;
+    ok = ok && renameat(u->dirfd, u->part, u->dirfd, u->leaf) == 0;
+    if (!ok) {
+        upload_fail(w, c);
+        return;
+    }
+    fsync(u->dirfd); /* the rename itself; nothing to undo if this fails */
+    uint64_t took = clock_us() - t0;
+    if (took > w->longest_finish_us)
+        w->longest_finish_us = took > UINT32_MAX ? UINT32_MAX : (uint32_t)took;
+    close(u->dirfd);
+    u->dirfd = -1;
+    u->active = false;
+    c->upload = -1;
+    w->last_upload_err = 0;
+    w->uploads_ok++;
+    rr_volume_changed(w);
+    rr_respond_err(w, c, 0);
+}
+
+void upload_abort(struct web *w, struct conn *c)
+{
+    struct upload *u = upload_of(w, c);
+    if (u)
+        discard(w, c, u);
+}
+
+void upload_tick(struct web *w)
+{
+    for (unsigned i = 0; i < MAX_UPLOADS; i++) {
+        struct upload *u = &w->uploads[i];
+        /* RRF gives up after 8 s without data; so do we, after the session
+         * timeout (8 s by default), since the session would end too. */
+        if (u->active && sn_time_reached(w->now, u->last_data + w->session_timeout_ms))
+            web_conn_terminate(w, &w->conns[u->conn]); /* drop_file discards it */
+    }
+}
+
+unsigned upload_active(const struct web *w)
+{
+    unsigned n = 0;
+    for (unsigned i = 0; i < MAX_UPLOADS; i++)
+        n += w->uploads[i].active;
+    return n;
+}
