@@ -20,7 +20,8 @@ build: deps
 run: build
 	$(BUILD)/bin/slotnet-web --listen $(LISTEN) --slots $(SLOTS) --root www
 
-build-test: deps
+build-test:
+	@sh tools/install-deps.sh test
 	@cmake -S . -B $(TESTBUILD) -DCMAKE_BUILD_TYPE=Debug -DSN_SANITIZE=ON -DSN_TESTS=ON >/dev/null
 	@cmake --build $(TESTBUILD) -j $(JOBS)
 
@@ -33,9 +34,12 @@ SOAK_SEEDS ?= 5000
 soak: build-test
 	$(TESTBUILD)/bin/sim_soak --seeds $(SOAK_SEEDS)
 
-# Figures, not pass/fail: slotnet against a bare epoll peer in the same run.
+# Figures, not pass/fail: slotnet against a bare epoll peer, then slotnet-web
+# against nginx (churn-max, seed-fast, upload-alone), each in the same run.
+# BENCH_DURATION=S shortens churn-max and seed-fast.
 bench: build
 	$(BUILD)/bin/loopback_churn --requests 20000 --clients 4
+	BUILD=$(BUILD) bash bench/vs-nginx.sh
 
 clean:
 	rm -rf $(BUILD)

@@ -1,8 +1,15 @@
 #!/bin/sh
-# Installs the Debian packages slotnet builds and tests with, if missing.
+# Installs the Debian packages slotnet needs, if missing: `install-deps.sh`
+# for building and running, `install-deps.sh test` adds what the test suite
+# drives (headless Chromium). bench/vs-nginx.sh installs nginx itself.
 # As root it runs apt-get; otherwise it prints the exact line to run.
 set -e
-PKGS="cmake make gcc pkg-config libcmocka-dev libhttp-parser-dev libcjson-dev zlib1g-dev iproute2 curl python3 gnuplot-nox ${SN_EXTRA_PKGS:-}"
+PKGS="make gcc libc6-dev cmake pkg-config libcmocka-dev libhttp-parser-dev libcjson-dev zlib1g-dev python3 curl iproute2 gnuplot-nox"
+case "${1:-}" in
+  test) PKGS="$PKGS chromium" ;;
+  "") ;;
+  *) echo "usage: $0 [test]" >&2; exit 2 ;;
+esac
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
