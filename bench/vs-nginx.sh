@@ -148,11 +148,21 @@ wait_http() { # wait_http URL PID: until the server answers (or dies)
   return 1
 }
 
+# With two or more CPUs the server (either one) gets CPU 0 and the load tool
+# CPU 1, the same for both servers: otherwise they preempt each other and the
+# figures measure the scheduler. SN_BENCH_PIN=0 turns this off.
+SERVER_CPU=()
+LOAD_CPU=()
+if [ "${SN_BENCH_PIN:-1}" = 1 ] && command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
+  SERVER_CPU=(taskset -c 0)
+  LOAD_CPU=(taskset -c 1)
+fi
+
 start_web() {
   local _
   for _ in 1 2 3; do
     WEB_PORT=$(free_port)
-    "$WEB" --listen "127.0.0.1:$WEB_PORT" --slots "$SLOTS" --root "$REPO/www" --sd "$TMP/sd" \
+    "${SERVER_CPU[@]}" "$WEB" --listen "127.0.0.1:$WEB_PORT" --slots "$SLOTS" --root "$REPO/www" --sd "$TMP/sd" \
       >>"$OUT/slotnet-web.log" 2>&1 &
     WEB_PID=$!
     wait_http "http://127.0.0.1:$WEB_PORT/status" "$WEB_PID" && return 0
@@ -261,7 +271,7 @@ start_nginx() {
     NGX_PORT2=$(free_port)
     [ "$NGX_PORT" != "$NGX_PORT2" ] || continue
     write_nginx_conf
-    "$NGINX" -p "$TMP/ngx" -e "$TMP/ngx/error.log" -c "$TMP/ngx/nginx.conf" \
+    "${SERVER_CPU[@]}" "$NGINX" -p "$TMP/ngx" -e "$TMP/ngx/error.log" -c "$TMP/ngx/nginx.conf" \
       >>"$OUT/nginx.log" 2>&1 &
     NGINX_PID=$!
     wait_http "http://127.0.0.1:$NGX_PORT/status" "$NGINX_PID" && return 0
@@ -296,7 +306,7 @@ run_load() { # run_load SCENARIO SERVER PORT SCENARIO-FILE
   fi
   say "$name against $server (127.0.0.1:$port)"
   # in the background, so that a signal reaches our trap at once
-  "$LOAD" "${args[@]}" >"$OUT/$name-$server.txt" &
+  "${LOAD_CPU[@]}" "$LOAD" "${args[@]}" >"$OUT/$name-$server.txt" &
   LOAD_PID=$!
   wait "$LOAD_PID" || rc=$?
   LOAD_PID=

@@ -34,7 +34,7 @@
 
 /* Upload body bytes one connection may move in one turn: file writes stay
  * in small bounded pieces between the other slots' work. */
-#define UPLOAD_BYTES_PER_TURN 16384u
+#define UPLOAD_BYTES_PER_TURN (256u * 1024u)
 
 /* ---- Parser callbacks -------------------------------------------------- */
 
@@ -366,12 +366,31 @@ static void respond_fatal(struct web *w, struct conn *c, unsigned status, const 
     web_respond_text(w, c, status, extra);
 }
 
+/*
+ * Tabs that poll together get one snapshot per loop pass: the document is
+ * built for the first of them and copied for the rest, so eight pollers in
+ * one pass cost one build, not eight.
+ */
 static void respond_status(struct web *w, struct conn *c)
 {
-    size_t len = status_json(w, c->out + HDR_ROOM, BODY_CAP);
-    if (len == 0) {
-        web_respond_text(w, c, 500, NULL);
-        return;
+    static char snap[BODY_CAP];
+    static size_t snap_len;
+    static uint32_t snap_pass, snap_requests;
+    uint32_t pass = sn_stats_get(w->core)->poll_passes;
+    size_t len;
+    if (snap_len > 0 && pass == snap_pass && w->requests - snap_requests < 64u) {
+        len = snap_len;
+        memcpy(c->out + HDR_ROOM, snap, len);
+    } else {
+        len = status_json(w, c->out + HDR_ROOM, BODY_CAP);
+        if (len == 0) {
+            web_respond_text(w, c, 500, NULL);
+            return;
+        }
+        memcpy(snap, c->out + HDR_ROOM, len);
+        snap_len = len;
+        snap_pass = pass;
+        snap_requests = w->requests;
     }
     web_respond(w, c, 200, "application/json", "Cache-Control: no-store\r\n", len, len);
 }
@@ -549,12 +568,30 @@ static void upload_turn(struct web *w, struct conn *c)
             c->resume = true; /* more may wait; web_resume continues */
             return;
         }
+        /* Body bytes go through one shared 64 KiB buffer, and never past
+         * the body's end, so nothing of a following request is read here. */
+        static char body[64 * 1024];
         c->in_len = c->fed = 0;
-        int n = read_some(w, c, c->in, IN_SIZE);
+        size_t want = sizeof body;
+        if (c->parser.content_length < want)
+            want = (size_t)c->parser.content_length;
+        if (want == 0)
+            want = 1; /* let the parser see the end */
+        int n = read_some(w, c, body, want);
         if (n <= 0)
             return; /* wait for data, or closing: nobody is left to answer */
-        c->in_len = (size_t)n;
         moved += (size_t)n;
+        size_t used = http_parser_execute(&c->parser, &parser_settings, body, (size_t)n);
+        enum http_errno err = HTTP_PARSER_ERRNO(&c->parser);
+        if (err == HPE_PAUSED && c->msg_done && used == (size_t)n) {
+            upload_finish(w, c); /* responds */
+            return;
+        }
+        if (err != HPE_OK || used != (size_t)n) {
+            c->req_close = true;
+            upload_fail(w, c);
+            return;
+        }
     }
 }
 
