@@ -1,0 +1,466 @@
+/*
+ * The end of a run: expectations checked, the report as text and JSON,
+ * the timeline as CSV.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "load.h"
+
+/* Latency headline: the clients whose requests are small (pollers, API
+ * clients, storms). Uploads are measured in MB/s instead; mixing their
+ * seconds into a p99 would only hide what the pollers see. */
+static void headline(const struct result *r, struct hist *h)
+{
+    memset(h, 0, sizeof *h);
+    for (unsigned i = 0; i < r->sc->ngroups; i++)
+        if (r->sc->groups[i].type != G_UPLOADER && r->sc->groups[i].type != G_SLOWLORIS)
+            hist_merge(h, &r->g[i].lat);
+}
+
+static bool has_type(const struct result *r, enum group_type t)
+{
+    for (unsigned i = 0; i < r->sc->ngroups; i++)
+        if (r->sc->groups[i].type == t)
+            return true;
+    return false;
+}
+
+static double per_s(uint64_t n, double s)
+{
+    return s > 0 ? (double)n / s : 0.0;
+}
+
+static bool upload_verdict(const struct result *r)
+{
+    const struct gstats *t = &r->total;
+    return t->up_verified >= 1 && t->up_bad == 0 && t->up_failed == 0;
+}
+
+void report_check(struct result *r)
+{
+    struct hist h;
+    headline(r, &h);
+    const struct gstats *t = &r->total;
+    r->pass = true;
+    for (int id = 0; id < E_COUNT; id++) {
+        const struct expectation *e = &r->sc->expect[id];
+        bool pass = true, skipped = false;
+        double got = 0;
+        if (!e->set)
+            continue;
+        switch ((enum expect_id)id) {
+        case E_MAX_FAILED_POLLS:
+            got = (double)r->failed_polls;
+            pass = got <= e->value;
+            break;
+        case E_MAX_FAILED_REQUESTS:
+            got = (double)t->failed;
+            pass = got <= e->value;
+            break;
+        case E_MAX_FAILED_PCT:
+            got = t->ok + t->failed ? 100.0 * (double)t->failed / (double)(t->ok + t->failed) : 0;
+            pass = got <= e->value;
+            break;
+        case E_MIN_REQUESTS:
+            got = (double)t->ok;
+            pass = got >= e->value;
+            break;
+        case E_UPLOAD_CRC:
+            got = (double)t->up_verified;
+            pass = upload_verdict(r);
+            break;
+        case E_ALL_SLOTS_FREE:
+            /* A server without /status cannot be asked; one that had it and
+             * stopped answering fails. */
+            skipped = !r->status_available;
+            got = r->slots_free ? 1 : 0;
+            pass = skipped || (r->final_valid && r->slots_free);
+            break;
+        case E_MIN_CONN_PER_S:
+            got = per_s(t->connects_run, r->run_s);
+            pass = got >= e->value;
+            break;
+        case E_MIN_REQ_PER_S:
+            got = per_s(t->ok_run, r->run_s);
+            pass = got >= e->value;
+            break;
+        case E_MAX_P99_MS:
+            got = (double)hist_pct(&h, 99) / 1000.0;
+            pass = h.n > 0 && got <= e->value;
+            break;
+        case E_MAX_LONGEST_POLL_US:
+            skipped = !r->final.valid || !r->final.has_poll_us;
+            got = skipped ? 0 : (double)r->final.longest_poll_us;
+            pass = skipped || got <= e->value;
+            break;
+        case E_MIN_UPLOAD_MB_S:
+            got = mb_per_s(t->up_bytes, t->up_us);
+            pass = t->up_ok > 0 && got >= e->value;
+            break;
+        case E_COUNT:
+            break;
+        }
+        r->exp_got[id] = got;
+        r->exp_pass[id] = pass;
+        r->exp_skipped[id] = skipped;
+        if (!pass)
+            r->pass = false;
+    }
+}
+
+static void fail_list(FILE *f, const struct gstats *g)
+{
+    bool any = false;
+    for (int k = 0; k < F_COUNT; k++)
+        if (g->fail[k]) {
+            fprintf(f, "%s %s %llu", any ? "," : "", fail_names[k],
+                    (unsigned long long)g->fail[k]);
+            any = true;
+        }
+    if (!any)
+        fprintf(f, " none");
+}
+
+static void lat3(FILE *f, const struct hist *h)
+{
+    if (h->n == 0) {
+        fprintf(f, "p50 -  p99 -  max -");
+        return;
+    }
+    fprintf(f, "p50 %.2f ms  p99 %.2f ms  max %.2f ms", (double)hist_pct(h, 50) / 1000.0,
+            (double)hist_pct(h, 99) / 1000.0, (double)h->max / 1000.0);
+}
+
+static const char *want_text(int id, const struct expectation *e, char *buf, size_t len)
+{
+    switch ((enum expect_id)id) {
+    case E_UPLOAD_CRC:
+    case E_ALL_SLOTS_FREE:
+        snprintf(buf, len, "true");
+        break;
+    case E_MIN_REQUESTS:
+    case E_MIN_CONN_PER_S:
+    case E_MIN_REQ_PER_S:
+    case E_MIN_UPLOAD_MB_S:
+        snprintf(buf, len, ">= %g", e->value);
+        break;
+    default:
+        snprintf(buf, len, "<= %g", e->value);
+        break;
+    }
+    return buf;
+}
+
+void report_print(FILE *f, const struct result *r)
+{
+    const struct scenario *sc = r->sc;
+    const struct gstats *t = &r->total;
+    struct hist h;
+    headline(r, &h);
+
+    fprintf(f, "\n" PROG ": %s against %s: %.1f s run, %.1f s drain%s\n", sc->name, r->target,
+            r->run_s, r->drain_s, r->interrupted ? " (interrupted)" : "");
+    fprintf(f, "requests     %llu ok, %llu failed (%.1f ok/s)", (unsigned long long)t->ok,
+            (unsigned long long)t->failed, per_s(t->ok_run, r->run_s));
+    if (t->stale_retries)
+        fprintf(f, "; %llu resent after a keep-alive close", (unsigned long long)t->stale_retries);
+    if (t->cut)
+        fprintf(f, "; %llu cut at the end", (unsigned long long)t->cut);
+    fprintf(f, "\n  failures  ");
+    fail_list(f, t);
+    fprintf(f, "\n");
+    for (unsigned i = 0; i < sc->ngroups; i++) {
+        const struct group_cfg *g = &sc->groups[i];
+        const struct gstats *s = &r->g[i];
+        fprintf(f, "  %-12s %-9s x%-3u ", g->name, group_type_name(g->type), g->count);
+        if (g->type == G_SLOWLORIS) {
+            fprintf(f, "connects %llu, dropped by the server %llu, peak open %llu\n",
+                    (unsigned long long)s->connects, (unsigned long long)s->sl_dropped,
+                    (unsigned long long)s->sl_peak);
+            continue;
+        }
+        fprintf(f, "ok %llu  failed %llu  ", (unsigned long long)s->ok,
+                (unsigned long long)s->failed);
+        lat3(f, &s->lat);
+        if (s->failed) {
+            fprintf(f, "  [");
+            fail_list(f, s);
+            if (s->logins_failed)
+                fprintf(f, "; %llu of them rr_connect", (unsigned long long)s->logins_failed);
+            fprintf(f, " ]");
+        }
+        if (s->skipped)
+            fprintf(f, "  (%llu bursts missed)", (unsigned long long)s->skipped);
+        fprintf(f, "\n");
+    }
+    fprintf(f, "latency      ");
+    lat3(f, &h);
+    fprintf(f, "  (pollers, API clients, storms; connect included)\n");
+    fprintf(f, "connections  %llu opened, %.1f/s\n", (unsigned long long)t->connects,
+            per_s(t->connects_run, r->run_s));
+    if (has_type(r, G_UPLOADER)) {
+        fprintf(f, "upload       %llu done, %.1f MB in all, %.1f MB/s", (unsigned long long)t->up_ok,
+                (double)t->up_bytes / 1e6, mb_per_s(t->up_bytes, t->up_us));
+        if (t->down_us)
+            fprintf(f, " (download %.1f MB/s)", mb_per_s(t->down_bytes, t->down_us));
+        fprintf(f, "\n  CRC       %s: %llu verified, %llu mismatched, %llu failed, %llu cut at the end\n",
+                upload_verdict(r) ? "verified" : "NOT verified", (unsigned long long)t->up_verified,
+                (unsigned long long)t->up_bad, (unsigned long long)t->up_failed,
+                (unsigned long long)t->up_cut);
+    }
+    if (!r->status_available) {
+        fprintf(f, "server       no /status: slots and server timings unknown\n");
+    } else {
+        fprintf(f, "server       longest poll pass ");
+        if (r->final.valid && r->final.has_poll_us)
+            fprintf(f, "%llu us", (unsigned long long)r->final.longest_poll_us);
+        else
+            fprintf(f, "-");
+        fprintf(f, ", longest close call ");
+        if (r->final.valid && r->final.has_close_us)
+            fprintf(f, "%llu us", (unsigned long long)r->final.longest_close_us);
+        else
+            fprintf(f, "-");
+        fprintf(f, " (since the server started%s)\n",
+                r->final_valid ? "" : "; from the last /status that answered");
+        if (r->final.valid && r->final.has_finish_us)
+            fprintf(f, "             longest upload finish (fsync and rename) %llu us\n",
+                    (unsigned long long)r->final.longest_finish_us);
+        if (r->final.valid && r->final.has_hist && r->first.has_hist)
+            fprintf(f, "             poll passes over 1 ms during the run: %llu of %llu\n",
+                    (unsigned long long)(r->final.slow_passes - r->first.slow_passes),
+                    (unsigned long long)(r->final.passes - r->first.passes));
+        if (r->final.valid && r->final.has_rejected && r->first.has_rejected)
+            fprintf(f, "             %llu connections reset by the server with its wait queue full\n",
+                    (unsigned long long)(r->final.rejected - r->first.rejected));
+        if (!r->final_valid)
+            fprintf(f, "slots        unknown at the end: /status did not answer\n");
+        else if (r->slots_free)
+            fprintf(f, "slots        all free at the end, %.2f s after the clients stopped (%u "
+                       "slots%s)\n",
+                    r->free_after_s, r->final.nslots,
+                    r->final.own_seen ? ", one of them answering that /status" : "");
+        else {
+            fprintf(f, "slots        NOT all free %.1f s after the clients stopped:",
+                    r->free_after_s);
+            for (int k = 0; k < SS_COUNT; k++)
+                if (r->final.by_state[k])
+                    fprintf(f, " %s %u", slot_state_names[k], r->final.by_state[k]);
+            fprintf(f, "\n");
+        }
+    }
+    bool any = false;
+    for (int id = 0; id < E_COUNT; id++) {
+        const struct expectation *e = &sc->expect[id];
+        if (!e->set)
+            continue;
+        char want[48];
+        fprintf(f, "%-12s %-22s %-10s got %-10g %s\n", any ? "" : "expect", expect_names[id],
+                want_text(id, e, want, sizeof want), r->exp_got[id],
+                r->exp_skipped[id] ? "SKIP" : r->exp_pass[id] ? "PASS" : "FAIL");
+        any = true;
+    }
+    fprintf(f, "result       %s\n", r->pass ? "PASS" : "FAIL");
+}
+
+/* ---- JSON -------------------------------------------------------------- */
+
+static void add_fail_obj(cJSON *obj, const struct gstats *g)
+{
+    cJSON *fo = cJSON_AddObjectToObject(obj, "failures");
+    for (int k = 0; k < F_COUNT; k++)
+        cJSON_AddNumberToObject(fo, fail_names[k], (double)g->fail[k]);
+}
+
+static void add_lat(cJSON *obj, const struct hist *h)
+{
+    cJSON *l = cJSON_AddObjectToObject(obj, "latency_ms");
+    cJSON_AddNumberToObject(l, "count", (double)h->n);
+    cJSON_AddNumberToObject(l, "p50", (double)hist_pct(h, 50) / 1000.0);
+    cJSON_AddNumberToObject(l, "p99", (double)hist_pct(h, 99) / 1000.0);
+    cJSON_AddNumberToObject(l, "max", (double)h->max / 1000.0);
+}
+
+static cJSON *build_json(const struct result *r)
+{
+    const struct scenario *sc = r->sc;
+    const struct gstats *t = &r->total;
+    struct hist h;
+    headline(r, &h);
+
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "scenario", sc->name);
+    cJSON_AddStringToObject(root, "target", r->target);
+    cJSON_AddNumberToObject(root, "run_s", r->run_s);
+    cJSON_AddNumberToObject(root, "drain_s", r->drain_s);
+    cJSON_AddBoolToObject(root, "interrupted", r->interrupted);
+
+    cJSON *req = cJSON_AddObjectToObject(root, "requests");
+    cJSON_AddNumberToObject(req, "ok", (double)t->ok);
+    cJSON_AddNumberToObject(req, "failed", (double)t->failed);
+    cJSON_AddNumberToObject(req, "failed_polls", (double)r->failed_polls);
+    cJSON_AddNumberToObject(req, "per_s", per_s(t->ok_run, r->run_s));
+    cJSON_AddNumberToObject(req, "resent_after_keepalive_close", (double)t->stale_retries);
+    cJSON_AddNumberToObject(req, "cut_at_end", (double)t->cut);
+    add_fail_obj(req, t);
+    add_lat(root, &h);
+
+    cJSON *conn = cJSON_AddObjectToObject(root, "connections");
+    cJSON_AddNumberToObject(conn, "opened", (double)t->connects);
+    cJSON_AddNumberToObject(conn, "per_s", per_s(t->connects_run, r->run_s));
+    cJSON_AddNumberToObject(conn, "connect_errors", (double)t->connect_errors);
+
+    if (has_type(r, G_UPLOADER)) {
+        cJSON *up = cJSON_AddObjectToObject(root, "upload");
+        cJSON_AddNumberToObject(up, "done", (double)t->up_ok);
+        cJSON_AddNumberToObject(up, "verified", (double)t->up_verified);
+        cJSON_AddNumberToObject(up, "crc_mismatch", (double)t->up_bad);
+        cJSON_AddNumberToObject(up, "failed", (double)t->up_failed);
+        cJSON_AddNumberToObject(up, "cut_at_end", (double)t->up_cut);
+        cJSON_AddNumberToObject(up, "bytes", (double)t->up_bytes);
+        cJSON_AddNumberToObject(up, "mb_s", mb_per_s(t->up_bytes, t->up_us));
+        cJSON_AddNumberToObject(up, "download_mb_s", mb_per_s(t->down_bytes, t->down_us));
+        cJSON_AddBoolToObject(up, "crc_verified", upload_verdict(r));
+    } else {
+        cJSON_AddNullToObject(root, "upload");
+    }
+
+    cJSON *srv = cJSON_AddObjectToObject(root, "server");
+    cJSON_AddBoolToObject(srv, "status_available", r->status_available);
+    if (r->final.valid && r->final.has_poll_us)
+        cJSON_AddNumberToObject(srv, "longest_poll_us", (double)r->final.longest_poll_us);
+    else
+        cJSON_AddNullToObject(srv, "longest_poll_us");
+    if (r->final.valid && r->final.has_close_us)
+        cJSON_AddNumberToObject(srv, "longest_close_us", (double)r->final.longest_close_us);
+    else
+        cJSON_AddNullToObject(srv, "longest_close_us");
+    if (r->final.valid && r->final.has_finish_us)
+        cJSON_AddNumberToObject(srv, "longest_upload_finish_us",
+                                (double)r->final.longest_finish_us);
+    else
+        cJSON_AddNullToObject(srv, "longest_upload_finish_us");
+    if (r->final.valid && r->final.has_hist && r->first.has_hist) {
+        cJSON_AddNumberToObject(srv, "poll_passes", (double)(r->final.passes - r->first.passes));
+        cJSON_AddNumberToObject(srv, "poll_passes_over_1ms",
+                                (double)(r->final.slow_passes - r->first.slow_passes));
+    } else {
+        cJSON_AddNullToObject(srv, "poll_passes");
+        cJSON_AddNullToObject(srv, "poll_passes_over_1ms");
+    }
+    if (r->final.valid && r->final.has_rejected && r->first.has_rejected)
+        cJSON_AddNumberToObject(srv, "rejected_during_run",
+                                (double)(r->final.rejected - r->first.rejected));
+    else
+        cJSON_AddNullToObject(srv, "rejected_during_run");
+    if (r->final_valid) {
+        cJSON_AddNumberToObject(srv, "slots", r->final.nslots);
+        cJSON_AddBoolToObject(srv, "slots_free_at_end", r->slots_free);
+        cJSON_AddNumberToObject(srv, "free_after_s", r->free_after_s);
+        cJSON *st = cJSON_AddObjectToObject(srv, "slots_at_end");
+        for (int k = 0; k < SS_COUNT; k++)
+            cJSON_AddNumberToObject(st, slot_state_names[k], r->final.by_state[k]);
+    } else {
+        cJSON_AddNullToObject(srv, "slots");
+        cJSON_AddNullToObject(srv, "slots_free_at_end");
+    }
+
+    cJSON *groups = cJSON_AddArrayToObject(root, "groups");
+    for (unsigned i = 0; i < sc->ngroups; i++) {
+        const struct group_cfg *g = &sc->groups[i];
+        const struct gstats *s = &r->g[i];
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddItemToArray(groups, o);
+        cJSON_AddStringToObject(o, "name", g->name);
+        cJSON_AddStringToObject(o, "type", group_type_name(g->type));
+        cJSON_AddNumberToObject(o, "clients", g->count);
+        cJSON_AddNumberToObject(o, "ok", (double)s->ok);
+        cJSON_AddNumberToObject(o, "failed", (double)s->failed);
+        cJSON_AddNumberToObject(o, "connections", (double)s->connects);
+        cJSON_AddNumberToObject(o, "logins", (double)s->logins);
+        cJSON_AddNumberToObject(o, "logins_failed", (double)s->logins_failed);
+        add_fail_obj(o, s);
+        add_lat(o, &s->lat);
+        if (g->type == G_SLOWLORIS) {
+            cJSON_AddNumberToObject(o, "dropped_by_server", (double)s->sl_dropped);
+            cJSON_AddNumberToObject(o, "peak_open", (double)s->sl_peak);
+        }
+        if (g->type == G_STORM)
+            cJSON_AddNumberToObject(o, "bursts_missed", (double)s->skipped);
+    }
+
+    cJSON *exps = cJSON_AddArrayToObject(root, "expectations");
+    for (int id = 0; id < E_COUNT; id++) {
+        if (!sc->expect[id].set)
+            continue;
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddItemToArray(exps, o);
+        cJSON_AddStringToObject(o, "name", expect_names[id]);
+        cJSON_AddNumberToObject(o, "want", sc->expect[id].value);
+        cJSON_AddNumberToObject(o, "got", r->exp_got[id]);
+        cJSON_AddBoolToObject(o, "pass", r->exp_pass[id]);
+        cJSON_AddBoolToObject(o, "skipped", r->exp_skipped[id]);
+    }
+    cJSON_AddBoolToObject(root, "pass", r->pass);
+    return root;
+}
+
+bool report_json(const char *file, const struct result *r)
+{
+    cJSON *root = build_json(r);
+    char *text = root ? cJSON_Print(root) : NULL;
+    cJSON_Delete(root);
+    if (!text) {
+        fprintf(stderr, PROG ": out of memory writing the JSON report\n");
+        return false;
+    }
+    FILE *f = fopen(file, "w");
+    bool ok = f && fputs(text, f) >= 0 && fputc('\n', f) != EOF;
+    if (f && fclose(f) != 0)
+        ok = false;
+    if (!ok)
+        fprintf(stderr, PROG ": %s: %s\n", file, strerror(errno));
+    cJSON_free(text);
+    return ok;
+}
+
+/* ---- CSV --------------------------------------------------------------- */
+
+bool report_csv(const char *file, const struct result *r)
+{
+    FILE *f = fopen(file, "w");
+    if (!f) {
+        fprintf(stderr, PROG ": %s: %s\n", file, strerror(errno));
+        return false;
+    }
+    fprintf(f, "t_s,req_per_s,conn_per_s,failures,upload_mb_s,open_conns,slots_free,"
+               "slots_connected,slots_other_end_closed,slots_close_pending,slots_other,"
+               "slots_monitor,backlog,lat_max_ms\n");
+    for (size_t i = 0; i < r->nrows; i++) {
+        const struct row *w = &r->rows[i];
+        fprintf(f, "%.2f,%.1f,%.1f,%llu,%.2f,%llu", w->t, w->req_s, w->conn_s,
+                (unsigned long long)w->failures, w->up_mb_s, (unsigned long long)w->open);
+        const struct status_snap *s = &w->st;
+        if (s->valid) {
+            unsigned other = s->by_state[SS_CONNECTING] + s->by_state[SS_ALLOCATED] +
+                             s->by_state[SS_ABORTED] + s->by_state[SS_OTHER];
+            fprintf(f, ",%u,%u,%u,%u,%u,%u,", s->by_state[SS_FREE], s->by_state[SS_CONNECTED],
+                    s->by_state[SS_OTHER_END_CLOSED], s->by_state[SS_CLOSE_PENDING], other,
+                    s->own_seen ? 1u : 0u);
+            if (s->has_backlog)
+                fprintf(f, "%llu", (unsigned long long)s->backlog);
+        } else {
+            fprintf(f, ",,,,,,,");
+        }
+        fprintf(f, ",%.2f\n", w->lat_max_ms);
+    }
+    bool ok = !ferror(f);
+    if (fclose(f) != 0)
+        ok = false;
+    if (!ok)
+        fprintf(stderr, PROG ": %s: write error\n", file);
+    return ok;
+}
