@@ -206,4 +206,22 @@ static inline sn_sim_link_info th_info(th *h, sn_sim_peer p)
 }
 
 
+/* Runs a group; with a case name as argument, only that case (ctest runs
+ * each on its own), and a name that matches nothing is an error, not a pass. */
+static inline int th_main(const char *group, const struct CMUnitTest *tests, size_t n, int argc,
+                          char **argv)
+{
+    if (argc > 1) {
+        size_t i = 0;
+        while (i < n && strcmp(tests[i].name, argv[1]) != 0)
+            i++;
+        if (i == n) {
+            fprintf(stderr, "no test named %s\n", argv[1]);
+            return 2;
+        }
+        cmocka_set_test_filter(argv[1]);
+    }
+    return _cmocka_run_group_tests(group, tests, n, NULL, NULL);
+}
+
 #endif

@@ -319,15 +319,5 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_mesh_policy_clamped),
         cmocka_unit_test(test_mesh_late_success_ignored),
     };
-    if (argc > 1) { /* ctest runs each case on its own; a typo must not pass */
-        size_t i = 0;
-        while (i < sizeof tests / sizeof tests[0] && strcmp(tests[i].name, argv[1]) != 0)
-            i++;
-        if (i == sizeof tests / sizeof tests[0]) {
-            fprintf(stderr, "no test named %s\n", argv[1]);
-            return 2;
-        }
-        cmocka_set_test_filter(argv[1]);
-    }
-    return cmocka_run_group_tests_name("seed_mesh", tests, NULL, NULL);
+    return th_main("seed_mesh", tests, sizeof tests / sizeof tests[0], argc, argv);
 }
