@@ -399,6 +399,9 @@ function draw(st, t) {
   $("t-poll").textContent = fmtUs(counters.longest_poll_us);
   $("t-close").textContent = fmtUs(counters.longest_close_us);
   $("t-poll").classList.toggle("warn", counters.longest_poll_us >= 1000);
+  const turn = (st.loop || {}).longest_turn_us;
+  $("t-turn").textContent = fmtUs(turn);
+  $("t-turn").classList.toggle("warn", turn >= 1000);
   $("meta").textContent =
     `up ${fmtUptime(up)}` +
     (typeof st.requests === "number" ? ` · ${fmtInt(st.requests)} requests` : "") +
@@ -442,6 +445,17 @@ $("period").addEventListener("change", (ev) => {
   schedule();
 });
 
+// The longest loop turn (sn_poll and the server's own work after it) goes
+// beside the longest poll pass: a turn can stall where a pass does not.
+function addTurnTile() {
+  const tile = document.createElement("div");
+  tile.className = "tile";
+  tile.innerHTML =
+    '<span class="label">longest loop turn</span><span class="value" id="t-turn">–</span>';
+  $("t-poll").parentElement.after(tile);
+}
+
 new ResizeObserver(() => drawChart()).observe($("chart"));
+addTurnTile();
 buildLegend();
 refresh();

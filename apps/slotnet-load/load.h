@@ -184,6 +184,10 @@ struct status_snap {
     uint64_t longest_finish_us; /* slotnet-web: an upload's fsync and rename */
     bool has_hist;
     uint64_t passes, slow_passes; /* poll passes in all, and those over 1 ms */
+    /* slotnet-web: whole loop turns (sn_poll and the app's work after it) */
+    bool has_turn_us, has_turn_hist;
+    uint64_t longest_turn_us;
+    uint64_t turns, slow_turns; /* loop turns in all, and those over 1 ms */
 };
 
 /* Parses a /status body; own_port is the monitor's local port. */

@@ -219,6 +219,9 @@ void report_print(FILE *f, const struct result *r)
             fprintf(f, "%llu us", (unsigned long long)r->final.longest_poll_us);
         else
             fprintf(f, "-");
+        if (r->final.valid && r->final.has_turn_us)
+            fprintf(f, ", longest loop turn %llu us",
+                    (unsigned long long)r->final.longest_turn_us);
         fprintf(f, ", longest close call ");
         if (r->final.valid && r->final.has_close_us)
             fprintf(f, "%llu us", (unsigned long long)r->final.longest_close_us);
@@ -233,6 +236,10 @@ void report_print(FILE *f, const struct result *r)
             fprintf(f, "             poll passes over 1 ms during the run: %llu of %llu\n",
                     (unsigned long long)(r->final.slow_passes - r->first.slow_passes),
                     (unsigned long long)(r->final.passes - r->first.passes));
+        if (r->final.valid && r->final.has_turn_hist && r->first.has_turn_hist)
+            fprintf(f, "             loop turns over 1 ms during the run: %llu of %llu\n",
+                    (unsigned long long)(r->final.slow_turns - r->first.slow_turns),
+                    (unsigned long long)(r->final.turns - r->first.turns));
         if (r->final.valid && r->final.has_rejected && r->first.has_rejected)
             fprintf(f, "             %llu connections reset by the server with its wait queue full\n",
                     (unsigned long long)(r->final.rejected - r->first.rejected));
@@ -284,6 +291,15 @@ static void add_lat(cJSON *obj, const struct hist *h)
     cJSON_AddNumberToObject(l, "max", (double)h->max / 1000.0);
 }
 
+/* key: v, or null when the server did not say. */
+static void add_maybe(cJSON *obj, const char *key, bool have, double v)
+{
+    if (have)
+        cJSON_AddNumberToObject(obj, key, v);
+    else
+        cJSON_AddNullToObject(obj, key);
+}
+
 static cJSON *build_json(const struct result *r)
 {
     const struct scenario *sc = r->sc;
@@ -330,32 +346,24 @@ static cJSON *build_json(const struct result *r)
 
     cJSON *srv = cJSON_AddObjectToObject(root, "server");
     cJSON_AddBoolToObject(srv, "status_available", r->status_available);
-    if (r->final.valid && r->final.has_poll_us)
-        cJSON_AddNumberToObject(srv, "longest_poll_us", (double)r->final.longest_poll_us);
-    else
-        cJSON_AddNullToObject(srv, "longest_poll_us");
-    if (r->final.valid && r->final.has_close_us)
-        cJSON_AddNumberToObject(srv, "longest_close_us", (double)r->final.longest_close_us);
-    else
-        cJSON_AddNullToObject(srv, "longest_close_us");
-    if (r->final.valid && r->final.has_finish_us)
-        cJSON_AddNumberToObject(srv, "longest_upload_finish_us",
-                                (double)r->final.longest_finish_us);
-    else
-        cJSON_AddNullToObject(srv, "longest_upload_finish_us");
-    if (r->final.valid && r->final.has_hist && r->first.has_hist) {
-        cJSON_AddNumberToObject(srv, "poll_passes", (double)(r->final.passes - r->first.passes));
-        cJSON_AddNumberToObject(srv, "poll_passes_over_1ms",
-                                (double)(r->final.slow_passes - r->first.slow_passes));
-    } else {
-        cJSON_AddNullToObject(srv, "poll_passes");
-        cJSON_AddNullToObject(srv, "poll_passes_over_1ms");
-    }
-    if (r->final.valid && r->final.has_rejected && r->first.has_rejected)
-        cJSON_AddNumberToObject(srv, "rejected_during_run",
-                                (double)(r->final.rejected - r->first.rejected));
-    else
-        cJSON_AddNullToObject(srv, "rejected_during_run");
+    const struct status_snap *fin = &r->final, *first = &r->first;
+    add_maybe(srv, "longest_poll_us", fin->valid && fin->has_poll_us,
+              (double)fin->longest_poll_us);
+    add_maybe(srv, "longest_turn_us", fin->valid && fin->has_turn_us,
+              (double)fin->longest_turn_us);
+    add_maybe(srv, "longest_close_us", fin->valid && fin->has_close_us,
+              (double)fin->longest_close_us);
+    add_maybe(srv, "longest_upload_finish_us", fin->valid && fin->has_finish_us,
+              (double)fin->longest_finish_us);
+    /* counts during the run: the last /status less the first */
+    bool passes = fin->valid && fin->has_hist && first->has_hist;
+    add_maybe(srv, "poll_passes", passes, (double)(fin->passes - first->passes));
+    add_maybe(srv, "poll_passes_over_1ms", passes, (double)(fin->slow_passes - first->slow_passes));
+    bool turns = fin->valid && fin->has_turn_hist && first->has_turn_hist;
+    add_maybe(srv, "loop_turns", turns, (double)(fin->turns - first->turns));
+    add_maybe(srv, "loop_turns_over_1ms", turns, (double)(fin->slow_turns - first->slow_turns));
+    add_maybe(srv, "rejected_during_run", fin->valid && fin->has_rejected && first->has_rejected,
+              (double)(fin->rejected - first->rejected));
     if (r->final_valid) {
         cJSON_AddNumberToObject(srv, "slots", r->final.nslots);
         cJSON_AddBoolToObject(srv, "slots_free_at_end", r->slots_free);

@@ -116,6 +116,27 @@ static unsigned remote_port(const cJSON *slot)
     return *end == '\0' && p <= 65535 ? (unsigned)p : 0;
 }
 
+/* A histogram [{"le_us": bound or null, "<what>": n}, ...]: the total, and
+ * those over 1 ms. False when absent or malformed. */
+static bool hist_over_1ms(const cJSON *hist, const char *what, uint64_t *all, uint64_t *slow)
+{
+    const cJSON *b;
+    *all = *slow = 0;
+    if (!cJSON_IsArray(hist))
+        return false;
+    cJSON_ArrayForEach(b, hist)
+    {
+        uint64_t n = 0, le = 0;
+        const cJSON *bound = cJSON_GetObjectItemCaseSensitive(b, "le_us");
+        if (!number(b, what, &n))
+            return false;
+        *all += n;
+        if (cJSON_IsNull(bound) || (number(b, "le_us", &le) && le > 1000))
+            *slow += n;
+    }
+    return true;
+}
+
 bool status_parse(const char *body, size_t len, unsigned own_port, struct status_snap *s)
 {
     memset(s, 0, sizeof *s);
@@ -147,22 +168,13 @@ bool status_parse(const char *body, size_t len, unsigned own_port, struct status
     s->has_backlog = number(counters, "backlog_now", &s->backlog);
     s->has_rejected = number(counters, "rejected", &s->rejected);
     s->has_finish_us = number(root, "longest_upload_finish_us", &s->longest_finish_us);
-    /* poll_hist: [{"le_us": bound or null, "passes": n}, ...] */
-    const cJSON *hist = cJSON_GetObjectItemCaseSensitive(root, "poll_hist");
-    const cJSON *b;
-    s->has_hist = cJSON_IsArray(hist);
-    cJSON_ArrayForEach(b, hist)
-    {
-        uint64_t n = 0, le = 0;
-        const cJSON *bound = cJSON_GetObjectItemCaseSensitive(b, "le_us");
-        if (!number(b, "passes", &n)) {
-            s->has_hist = false;
-            break;
-        }
-        s->passes += n;
-        if (cJSON_IsNull(bound) || (number(b, "le_us", &le) && le > 1000))
-            s->slow_passes += n;
-    }
+    s->has_hist = hist_over_1ms(cJSON_GetObjectItemCaseSensitive(root, "poll_hist"), "passes",
+                                &s->passes, &s->slow_passes);
+    /* slotnet-web's loop turns: {"longest_turn_us": n, "turn_hist": [...]} */
+    const cJSON *loop = cJSON_GetObjectItemCaseSensitive(root, "loop");
+    s->has_turn_us = number(loop, "longest_turn_us", &s->longest_turn_us);
+    s->has_turn_hist = hist_over_1ms(cJSON_GetObjectItemCaseSensitive(loop, "turn_hist"),
+                                     "turns", &s->turns, &s->slow_turns);
     s->valid = true;
     cJSON_Delete(root);
     return true;

@@ -7,6 +7,8 @@
  *   PH_READ    read and parse; a complete request starts a response
  *   PH_UPLOAD  an rr_upload body: read, parse (http_parser counts the
  *              Content-Length) and hand each piece to upload.c
+ *   PH_FINISH  the body is in and the worker makes it durable; nothing is
+ *              read until upload_poll() has the reply ready
  *   PH_WRITE   write the response; input stays unread (it waits in the
  *              stack, and pipelined bytes we already hold wait in in[])
  *   PH_CLOSING sn_close/CLOSE_AFTER/sn_terminate issued; wait for FREED
@@ -24,8 +26,14 @@
 #include "web.h"
 
 /* An idle keep-alive connection is closed for a waiting one only after
- * this long without a request (see web_reuse_idle). */
+ * this long without a request (see web_tick). */
 #define REUSE_MIN_IDLE_MS 50u
+
+/* A request still incomplete this long after its first byte may be ended
+ * (408) for a waiting connection, before its header deadline: a browser
+ * sends its headers in one go, so this is a trickle, or a link too bad to
+ * serve anyway (see web_tick). */
+#define REUSE_MIN_PARTIAL_MS 1000u
 
 /* Requests one connection may have answered in one turn before the others
  * get theirs; a client pipelining as fast as it reads would otherwise keep
@@ -248,6 +256,8 @@ static void next_request(struct conn *c)
     memmove(c->in, c->in + c->fed, rest);
     c->in_len = rest;
     c->fed = 0;
+    /* Bytes held back start their clock when their turn comes. */
+    c->req_first = c->web->now;
     request_reset(c);
     c->phase = PH_READ;
 }
@@ -631,8 +641,16 @@ static void serve(struct web *w, struct conn *c)
         int n = read_some(w, c, c->in + c->in_len, IN_SIZE - c->in_len);
         if (n <= 0)
             return;
+        if (c->in_len == 0)
+            c->req_first = w->now; /* the header deadline counts from here */
         c->in_len += (size_t)n;
     }
+}
+
+void web_serve(struct web *w, struct conn *c)
+{
+    if (c->id != SN_ID_NONE && c->phase != PH_CLOSING)
+        serve(w, c);
 }
 
 /* ---- Core events ------------------------------------------------------- */
@@ -687,33 +705,63 @@ void web_on_event(sn_core *core, sn_id id, sn_event ev, int info, void *user)
     (void)core;
 }
 
-void web_reuse_idle(struct web *w)
+/* Some of a request is in, and more is awaited (one held back for
+ * web_resume is complete, not partial). */
+static bool partial(const struct conn *c)
+{
+    return c->phase == PH_READ && c->in_len > 0 && !c->resume;
+}
+
+/* 408 and close: the request took too long to arrive. */
+static void end_slow_request(struct web *w, struct conn *c)
+{
+    respond_fatal(w, c, 408, NULL);
+    serve(w, c);
+}
+
+void web_tick(struct web *w)
 {
     const sn_stats *st = sn_stats_get(w->core);
-    if (st->backlog_now == 0)
+    unsigned closing = 0;
+    struct conn *idle = NULL, *slow = NULL;
+    for (unsigned i = 0; i < w->nconns; i++) {
+        struct conn *c = &w->conns[i];
+        forget_if_freed(w, c, c->id);
+        if (c->id == SN_ID_NONE)
+            continue;
+        /* The header deadline counts from a request's first byte, not
+         * from the last: a slowloris trickle resets the idle timer with
+         * every byte, and would hold its slot for ever. */
+        if (partial(c) && sn_time_reached(w->now, c->req_first + w->header_timeout_ms)) {
+            end_slow_request(w, c);
+            if (c->id == SN_ID_NONE)
+                continue;
+        }
+        if (c->phase == PH_CLOSING)
+            closing++;
+        else if (c->phase == PH_READ && c->in_len == 0 &&
+                 sn_time_reached(w->now, c->last_active + REUSE_MIN_IDLE_MS) &&
+                 (!idle || sn_time_after(idle->last_active, c->last_active)))
+            idle = c;
+        else if (partial(c) && sn_time_reached(w->now, c->req_first + REUSE_MIN_PARTIAL_MS) &&
+                 (!slow || sn_time_after(slow->req_first, c->req_first)))
+            slow = c;
+    }
+    if (st->backlog_now == 0 || closing >= st->backlog_now)
         return;
     /* Like nginx reusing keep-alive connections when short of them: a
      * connection waits for a slot while another sits idle between
      * requests. Close the longest idle one, unless enough are closing
      * already to take the waiting ones. A connection that answered a
      * moment ago is spared: its client is likely sending the next request
-     * right now, and would see it dropped (browsers retry, but why race). */
-    unsigned closing = 0;
-    struct conn *oldest = NULL;
-    for (unsigned i = 0; i < w->nconns; i++) {
-        struct conn *c = &w->conns[i];
-        forget_if_freed(w, c, c->id);
-        if (c->id == SN_ID_NONE)
-            continue;
-        if (c->phase == PH_CLOSING)
-            closing++;
-        else if (c->phase == PH_READ && c->in_len == 0 &&
-                 sn_time_reached(w->now, c->last_active + REUSE_MIN_IDLE_MS) &&
-                 (!oldest || sn_time_after(oldest->last_active, c->last_active)))
-            oldest = c;
-    }
-    if (oldest && closing < st->backlog_now)
-        conn_close(w, oldest);
+     * right now, and would see it dropped (browsers retry, but why race).
+     * With none idle, the request that has been trickling in the longest
+     * goes: past its deadline it is gone already (above), and a second in
+     * it is no browser's, while the waiting connection may well be. */
+    if (idle)
+        conn_close(w, idle);
+    else if (slow)
+        end_slow_request(w, slow);
 }
 
 bool web_resume(struct web *w)

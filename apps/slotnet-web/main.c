@@ -2,11 +2,12 @@
  * slotnet-web: serves static files, a live /status of the slot table and
  * the RepRapFirmware rr_ API, on the slotnet core over the POSIX backend.
  *
- * One thread, one loop: read the clock, sn_poll (which calls web_on_event
- * for everything that happened), then wait for I/O no longer than the core
+ * One loop: read the clock, sn_poll (which calls web_on_event for
+ * everything that happened), then wait for I/O no longer than the core
  * allows (not at all while a connection has answered its share of a
  * pipeline and has more). Nothing else blocks, and all memory is allocated
- * before the loop.
+ * before the loop. The one call that waits for the disk, an upload's
+ * fsync and rename, runs on a worker thread (finish.c) made at start.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -25,6 +26,10 @@
 
 #define PROG "slotnet-web"
 #define DEFAULT_IDLE_MS 30000u
+#define DEFAULT_HEADER_TIMEOUT_MS 5000u
+/* The loop's longest wait while an upload's finish is with the worker: the
+ * backend's wait cannot see the worker, so the loop looks this often. */
+#define FINISH_POLL_MS 1u
 /* Each waiting connection holds a descriptor: stay well inside the usual
  * limit of 1024. */
 #define MAX_BACKLOG 256ul
@@ -46,6 +51,7 @@ struct options {
     uint64_t upload_max;
     const char *password;
     uint32_t session_timeout_ms;
+    uint32_t header_timeout_ms;
     bool use_poll;
 };
 
@@ -89,6 +95,9 @@ static void usage(FILE *f)
             "  --session-timeout-ms MS  an rr_ session ends this long after its last\n"
             "                           request; a stalled upload is abandoned after it\n"
             "                           too (default %u)\n"
+            "  --header-timeout-ms MS   a request whose headers are not all in this long\n"
+            "                           after its first byte gets 408 and the connection\n"
+            "                           closes (default %u)\n"
             "  --poll                   use poll() instead of epoll\n"
             "  -h, --help               show this help and exit\n"
             "\n"
@@ -97,7 +106,7 @@ static void usage(FILE *f)
             "(e.g. address in use), 2 bad options.\n",
             SN_MAX_SLOTS, SN_DEFAULT_SLOTS, DEFAULT_IDLE_MS, SN_DEFAULT_CLOSE_TIMEOUT_MS,
             MAX_BACKLOG, SN_DEFAULT_BACKLOG_MAX, SN_DEFAULT_BACKLOG_TIMEOUT_MS,
-            DEFAULT_UPLOAD_MAX, DEFAULT_SESSION_TIMEOUT_MS, MAX_MS);
+            DEFAULT_UPLOAD_MAX, DEFAULT_SESSION_TIMEOUT_MS, DEFAULT_HEADER_TIMEOUT_MS, MAX_MS);
 }
 
 static _Noreturn void bad_option(const char *opt, const char *want, const char *got)
@@ -175,6 +184,7 @@ static void parse_options(int argc, char **argv, struct options *o)
         OPT_UPLOAD_MAX,
         OPT_PASSWORD,
         OPT_SESSION_TIMEOUT,
+        OPT_HEADER_TIMEOUT,
         OPT_POLL,
     };
     static const struct option longopts[] = {
@@ -190,6 +200,7 @@ static void parse_options(int argc, char **argv, struct options *o)
         {"upload-max", required_argument, NULL, OPT_UPLOAD_MAX},
         {"password", required_argument, NULL, OPT_PASSWORD},
         {"session-timeout-ms", required_argument, NULL, OPT_SESSION_TIMEOUT},
+        {"header-timeout-ms", required_argument, NULL, OPT_HEADER_TIMEOUT},
         {"poll", no_argument, NULL, OPT_POLL},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -207,6 +218,7 @@ static void parse_options(int argc, char **argv, struct options *o)
         .sd = "sd",
         .upload_max = DEFAULT_UPLOAD_MAX,
         .session_timeout_ms = DEFAULT_SESSION_TIMEOUT_MS,
+        .header_timeout_ms = DEFAULT_HEADER_TIMEOUT_MS,
     };
 
     int c;
@@ -258,6 +270,10 @@ static void parse_options(int argc, char **argv, struct options *o)
         case OPT_SESSION_TIMEOUT:
             o->session_timeout_ms =
                 (uint32_t)number_arg("--session-timeout-ms", optarg, 100, MAX_MS);
+            break;
+        case OPT_HEADER_TIMEOUT:
+            o->header_timeout_ms =
+                (uint32_t)number_arg("--header-timeout-ms", optarg, 100, MAX_MS);
             break;
         case OPT_POLL:
             o->use_poll = true;
@@ -320,6 +336,18 @@ static void set_sd(struct web *w, const char *sd)
     }
 }
 
+/* One loop turn's work: the longest, and a histogram on the core's bounds. */
+static void count_turn(struct web *w, uint64_t us)
+{
+    uint32_t t = us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
+    if (t > w->longest_turn_us)
+        w->longest_turn_us = t;
+    unsigned b = 0;
+    while (b + 1 < SN_POLL_HIST_BUCKETS && t > sn_poll_hist_bound(b))
+        b++;
+    w->turn_hist[b]++;
+}
+
 static void install_signals(void)
 {
     struct sigaction sa;
@@ -344,6 +372,7 @@ int main(int argc, char **argv)
     w.password = o.password;
     w.upload_max = o.upload_max;
     w.session_timeout_ms = o.session_timeout_ms;
+    w.header_timeout_ms = o.header_timeout_ms;
     install_signals();
     tzset(); /* file dates are local time, as the client reads them */
     json_init();
@@ -406,6 +435,8 @@ int main(int argc, char **argv)
         goto out;
     }
 
+    if (!finish_start())
+        goto out;
     w.started = w.now = w.ops->now_ms(w.be);
     rr_init(&w);
     printf(PROG ": serving %s on http://%s/ (%u slots, %s), storage %s%s\n",
@@ -413,22 +444,33 @@ int main(int argc, char **argv)
            w.sd, w.password ? ", password set" : "");
     fflush(stdout);
 
+    uint64_t woke = web_clock_us();
     while (!stop_signal) {
         uint32_t now = w.ops->now_ms(w.be);
         w.uptime_ms += (uint32_t)(now - w.now);
         w.now = now;
         sn_poll(w.core, now);
+        upload_poll(&w); /* before web_resume: an answer may free a pipeline */
         bool more = web_resume(&w);
-        web_reuse_idle(&w);
+        web_tick(&w);
         rr_tick(&w);
         if (stop_signal)
             break;
-        w.ops->wait(w.be, more ? 0 : sn_next_timeout(w.core, now, 100));
+        uint32_t max_wait = finish_pending() ? FINISH_POLL_MS : 100;
+        count_turn(&w, web_clock_us() - woke);
+        w.ops->wait(w.be, more ? 0 : sn_next_timeout(w.core, now, max_wait));
+        woke = web_clock_us();
     }
 
     printf(PROG ": stopped by %s\n", stop_signal == SIGTERM ? "SIGTERM" : "SIGINT");
     rc = 0;
 out:
+    /* Finishes with the worker complete before anything is let go of, so a
+     * stop never leaves an upload half-renamed; then they are accounted for
+     * (and answered, if the socket still takes it). */
+    finish_stop();
+    if (w.conns && w.core)
+        upload_poll(&w);
     if (w.conns)
         web_release_files(&w);
     if (w.core)

@@ -300,11 +300,11 @@ static void run_code(struct web *w, const char *line, char *out, size_t cap)
         snprintf(out, cap,
                  "=== Diagnostics ===\nslotnet-web, %u slots\n"
                  "Connections accepted %u, rejected %u, idle timeouts %u\n"
-                 "Longest poll pass %u us, longest close %u us\n"
+                 "Longest poll pass %u us, loop turn %u us, close %u us\n"
                  "Requests %u, uploads ok %u, failed %u, active %u",
                  sn_slot_count(w->core), st->accepted, st->rejected, st->idle_timeouts,
-                 st->longest_poll_us, st->longest_close_us, w->requests, w->uploads_ok,
-                 w->uploads_failed, upload_active(w));
+                 st->longest_poll_us, w->longest_turn_us, st->longest_close_us, w->requests,
+                 w->uploads_ok, w->uploads_failed, upload_active(w));
         break;
     }
     case 999:

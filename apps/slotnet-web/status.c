@@ -64,6 +64,24 @@ static void add_slot(cJSON *slots, struct web *w, unsigned i)
         cJSON_AddStringToObject(s, "error", sn_strerror(st.last_error));
 }
 
+/* [{"le_us": bound (null for the last), "<what>": n}, ...] on the core's
+ * bounds. */
+static void add_hist(cJSON *obj, const char *key, const char *what,
+                     const uint32_t counts[SN_POLL_HIST_BUCKETS])
+{
+    cJSON *hist = cJSON_AddArrayToObject(obj, key);
+    for (unsigned b = 0; hist && b < SN_POLL_HIST_BUCKETS; b++) {
+        cJSON *e = cJSON_CreateObject();
+        uint32_t bound = sn_poll_hist_bound(b);
+        if (bound == UINT32_MAX)
+            cJSON_AddNullToObject(e, "le_us");
+        else
+            cJSON_AddNumberToObject(e, "le_us", bound);
+        cJSON_AddNumberToObject(e, what, counts[b]);
+        cJSON_AddItemToArray(hist, e);
+    }
+}
+
 size_t status_json(struct web *w, char *buf, size_t len)
 {
     json_reset();
@@ -79,17 +97,11 @@ size_t status_json(struct web *w, char *buf, size_t len)
 #define ADD_FIELD_(name) cJSON_AddNumberToObject(counters, #name, stats->name);
     STATS_FIELDS(ADD_FIELD_)
 #undef ADD_FIELD_
-    cJSON *hist = cJSON_AddArrayToObject(root, "poll_hist");
-    for (unsigned b = 0; hist && b < SN_POLL_HIST_BUCKETS; b++) {
-        cJSON *e = cJSON_CreateObject();
-        uint32_t bound = sn_poll_hist_bound(b);
-        if (bound == UINT32_MAX)
-            cJSON_AddNullToObject(e, "le_us");
-        else
-            cJSON_AddNumberToObject(e, "le_us", bound);
-        cJSON_AddNumberToObject(e, "passes", stats->poll_hist[b]);
-        cJSON_AddItemToArray(hist, e);
-    }
+    add_hist(root, "poll_hist", "passes", stats->poll_hist);
+    /* The loop's own turns: sn_poll and everything the app does after it. */
+    cJSON *loop = cJSON_AddObjectToObject(root, "loop");
+    cJSON_AddNumberToObject(loop, "longest_turn_us", w->longest_turn_us);
+    add_hist(loop, "turn_hist", "turns", w->turn_hist);
 
     cJSON_AddNumberToObject(root, "uptime_ms", (uint32_t)(w->now - w->started));
     cJSON_AddNumberToObject(root, "requests", w->requests);

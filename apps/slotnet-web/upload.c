@@ -6,6 +6,13 @@
  * freed, the server stopping - deletes the temp file (and any directory the
  * upload created) and leaves an existing target as it was.
  *
+ * The sync and rename wait for the disk, so they run on the worker of
+ * finish.c: the connection waits in PH_FINISH (not read, its session kept)
+ * until upload_poll() sees the job back and answers. Once the body is in
+ * and its CRC matched, the file lands even if the client goes away
+ * meanwhile (the entry is then an orphan, accounted for and freed when the
+ * job returns), and a stopping server joins the worker first.
+ *
  * The table of uploads is fixed (MAX_UPLOADS); one more gets 503. Body
  * pieces arrive from http.c in chunks of at most IN_SIZE, so each write()
  * is small and bounded.
@@ -17,7 +24,6 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <zlib.h>
@@ -25,23 +31,17 @@
 #include "web.h"
 
 /* Start write-back every this many bytes, without waiting for it, so the
- * fsync at the end has little left to do and does not stall the loop. */
+ * fsync at the end has little left to do. */
 #define KICK_BYTES (1024u * 1024u)
-
-static uint64_t clock_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
 
 static struct upload *upload_of(struct web *w, const struct conn *c)
 {
     return c->upload >= 0 ? &w->uploads[c->upload] : NULL;
 }
 
-/* Removes every trace of u; the connection keeps running. */
-static void discard(struct web *w, struct conn *c, struct upload *u)
+/* Removes every trace of u and frees its entry; the connection (which
+ * must let go of it) keeps running. */
+static void discard(struct web *w, struct upload *u)
 {
     if (u->fd >= 0)
         close(u->fd);
@@ -49,8 +49,7 @@ static void discard(struct web *w, struct conn *c, struct upload *u)
     close(u->dirfd);
     vol_unmake(w, u->rel, u->dirs_made_from);
     u->fd = u->dirfd = -1;
-    u->active = false;
-    c->upload = -1;
+    u->active = u->finishing = u->orphan = false;
     w->last_upload_err = 1;
     w->uploads_failed++;
 }
@@ -181,7 +180,8 @@ void upload_fail(struct web *w, struct conn *c)
 {
     struct upload *u = upload_of(w, c);
     if (u)
-        discard(w, c, u);
+        discard(w, u);
+    c->upload = -1;
     rr_respond_err(w, c, 1);
 }
 
@@ -192,44 +192,75 @@ void upload_finish(struct web *w, struct conn *c)
         rr_respond_err(w, c, 1);
         return;
     }
-    bool ok = u->received == u->expected && (!u->have_crc || u->crc == u->want_crc);
-    if (ok && u->have_time) {
-        struct timespec times[2] = {{.tv_nsec = UTIME_OMIT}, {.tv_sec = (time_t)u->mtime}};
-        ok = futimens(u->fd, times) == 0;
-    }
-    /* Durable before it replaces anything: a power cut must leave the old
-     * file or the whole new one. This waits for the disk, the one call here
-     * that may take long; the write-back started every KICK_BYTES keeps it
-     * short, and /status shows the longest. */
-    uint64_t t0 = clock_us();
-    ok = ok && fsync(u->fd) == 0;
-    int closed = close(u->fd);
-    u->fd = -1;
-    ok = ok && closed == 0;
-    ok = ok && renameat(u->dirfd, u->part, u->dirfd, u->leaf) == 0;
-    if (!ok) {
+    if (u->received != u->expected || (u->have_crc && u->crc != u->want_crc)) {
         upload_fail(w, c);
         return;
     }
-    fsync(u->dirfd); /* the rename itself; nothing to undo if this fails */
-    uint64_t took = clock_us() - t0;
-    if (took > w->longest_finish_us)
-        w->longest_finish_us = took > UINT32_MAX ? UINT32_MAX : (uint32_t)took;
-    close(u->dirfd);
-    u->dirfd = -1;
-    u->active = false;
+    /* Durable before it replaces anything: a power cut must leave the old
+     * file or the whole new one. That waits for the disk, so the worker
+     * does it; the reply goes out when it is done. */
+    struct finish_job j = {
+        .upload = (unsigned)(u - w->uploads),
+        .fd = u->fd,
+        .dirfd = u->dirfd,
+        .have_time = u->have_time,
+        .mtime = u->mtime,
+    };
+    memcpy(j.part, u->part, sizeof j.part);
+    memcpy(j.leaf, u->leaf, sizeof j.leaf);
+    if (!finish_submit(&j)) {
+        upload_fail(w, c); /* no worker: only at shutdown */
+        return;
+    }
+    u->fd = -1; /* the worker's now */
+    u->finishing = true;
+    c->phase = PH_FINISH;
+}
+
+/* One finish back from the worker. */
+static void finished(struct web *w, const struct finish_job *j)
+{
+    struct upload *u = &w->uploads[j->upload];
+    struct conn *c = u->orphan ? NULL : &w->conns[u->conn];
+    if (j->took_us > w->longest_finish_us)
+        w->longest_finish_us = j->took_us;
+    if (j->err != 0) {
+        discard(w, u); /* the .part, and any folder the upload made */
+    } else {
+        close(u->dirfd);
+        u->dirfd = -1;
+        u->active = u->finishing = u->orphan = false;
+        w->last_upload_err = 0;
+        w->uploads_ok++;
+        rr_volume_changed(w);
+    }
+    if (!c)
+        return; /* the client went away meanwhile: nobody to tell */
+    if (u->session >= 0 && w->sessions[u->session].used)
+        w->sessions[u->session].last = w->now; /* the reply is the session's too */
     c->upload = -1;
-    w->last_upload_err = 0;
-    w->uploads_ok++;
-    rr_volume_changed(w);
-    rr_respond_err(w, c, 0);
+    rr_respond_err(w, c, j->err != 0);
+    web_serve(w, c); /* write it, and go on with any request behind it */
+}
+
+void upload_poll(struct web *w)
+{
+    struct finish_job jobs[MAX_UPLOADS];
+    unsigned n = finish_collect(jobs, MAX_UPLOADS);
+    for (unsigned i = 0; i < n; i++)
+        finished(w, &jobs[i]);
 }
 
 void upload_abort(struct web *w, struct conn *c)
 {
     struct upload *u = upload_of(w, c);
-    if (u)
-        discard(w, c, u);
+    c->upload = -1;
+    if (!u)
+        return;
+    if (u->finishing)
+        u->orphan = true; /* its body was whole and right: let it land */
+    else
+        discard(w, u);
 }
 
 void upload_tick(struct web *w)
@@ -238,7 +269,8 @@ void upload_tick(struct web *w)
         struct upload *u = &w->uploads[i];
         /* RRF gives up after 8 s without data; so do we, after the session
          * timeout (8 s by default), since the session would end too. */
-        if (u->active && sn_time_reached(w->now, u->last_data + w->session_timeout_ms))
+        if (u->active && !u->finishing &&
+            sn_time_reached(w->now, u->last_data + w->session_timeout_ms))
             web_conn_terminate(w, &w->conns[u->conn]); /* drop_file discards it */
     }
 }

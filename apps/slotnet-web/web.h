@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <time.h>
 
 #include <http_parser.h>
 
@@ -49,6 +50,8 @@
 enum phase {
     PH_READ,    /* waiting for (the rest of) a request */
     PH_UPLOAD,  /* a request body is streaming into a file */
+    PH_FINISH,  /* the body is in; its upload is being made durable by the
+                   worker (finish.c), and the reply waits for it */
     PH_WRITE,   /* a response is going out; input is left unread meanwhile */
     PH_CLOSING, /* sn_close or CLOSE_AFTER issued; only FREED matters now */
 };
@@ -60,6 +63,7 @@ struct conn {
     sn_id id; /* SN_ID_NONE when the slot is not ours; compared on every event */
     enum phase phase;
     uint32_t last_active; /* app clock of the last request or response byte */
+    uint32_t req_first;   /* app clock of the current request's first byte */
     uint32_t peer_addr;   /* remote IPv4, fetched at the first rr_ request */
     bool peer_known;
 
@@ -81,7 +85,7 @@ struct conn {
     bool expect_continue;
     bool key_bad;     /* X-Session-Key present but not a number */
     uint32_t key;     /* X-Session-Key, 0 when absent */
-    int upload;       /* index in web.uploads while PH_UPLOAD, else -1 */
+    int upload;       /* index in web.uploads while PH_UPLOAD or PH_FINISH, else -1 */
 
     /* Response side. out[out_off..out_len) is still to be written. */
     size_t out_len, out_off;
@@ -115,6 +119,22 @@ struct upload {
     bool have_crc, have_time;
     int64_t mtime;
     uint32_t last_data; /* app clock of the last body bytes */
+    bool finishing;     /* handed to the worker; fd is its, dirfd only lent */
+    bool orphan;        /* ...and its connection went away: no one to answer */
+};
+
+/* One upload's durable finish, as the loop hands it to the worker and gets
+ * it back (finish.c). Copied in and out of the worker's rings. */
+struct finish_job {
+    unsigned upload;        /* index in web.uploads, passed back as is */
+    int fd;                 /* the .part file: the worker closes it */
+    int dirfd;              /* the folder holding it: lent, the loop closes it */
+    bool have_time;
+    int64_t mtime;
+    char part[NAME_MAX + 1];
+    char leaf[NAME_MAX + 1];
+    int err;                /* result: 0, or the errno of the step that failed */
+    uint32_t took_us;       /* result: the worker's time for it */
 };
 
 /* The object model's sequence counters: one per top-level key that can
@@ -138,6 +158,12 @@ struct web {
     uint32_t started;   /* clock at start, for uptime_ms */
     uint64_t uptime_ms; /* summed from the clock: never wraps, never falls */
     uint32_t requests;
+    uint32_t header_timeout_ms; /* a request's headers must be in this long after its first byte */
+
+    /* Each loop turn's work, from the return of the backend's wait to its
+     * next call: what sn_poll's own figures do not see. */
+    uint32_t longest_turn_us;
+    uint32_t turn_hist[SN_POLL_HIST_BUCKETS]; /* bounds: sn_poll_hist_bound() */
 
     /* rr_ API */
     int sd_fd;                /* the storage folder (volume 0), O_DIRECTORY */
@@ -150,7 +176,7 @@ struct web {
     int last_upload_err;      /* GET rr_upload */
     uint32_t uploads_ok, uploads_failed;
     uint64_t upload_bytes;    /* body bytes written into .part files */
-    uint32_t longest_finish_us; /* fsync + rename at an upload's end: the one long call */
+    uint32_t longest_finish_us; /* fsync + rename at an upload's end, on the worker */
     char gq[GCODE_QUEUE];     /* queued code lines, each ending in '\n' */
     size_t gq_len;
     char reply[REPLY_SIZE];   /* code output not yet read by everyone */
@@ -171,8 +197,13 @@ void web_on_event(sn_core *core, sn_id id, sn_event ev, int info, void *user);
  * pending (no event would wake them). True when some still have more, so
  * the loop should not sleep. */
 bool web_resume(struct web *w);
-/* Closes one idle keep-alive connection when others wait for a slot. */
-void web_reuse_idle(struct web *w);
+/* Once per loop turn: a request past the header deadline gets 408 and its
+ * connection closes; then, when others wait for a slot, one idle keep-alive
+ * connection (or a slow partial request) is closed to make room. */
+void web_tick(struct web *w);
+/* Continues c after something outside its events changed it (an upload's
+ * finish came back with its reply ready). */
+void web_serve(struct web *w, struct conn *c);
 /* Closes any file still open and abandons uploads (at shutdown). */
 void web_release_files(struct web *w);
 /* Starts a response whose body is out[HDR_ROOM..HDR_ROOM+body_len) or the
@@ -296,8 +327,13 @@ void upload_start(struct web *w, struct conn *c, const char *rel, int session, b
                   uint32_t crc, bool have_time, int64_t mtime);
 /* A piece of the body; false when it could not be written. */
 bool upload_body(struct web *w, struct conn *c, const char *data, size_t len);
-/* The whole body is in: check, move into place, respond. */
+/* The whole body is in: check it, and hand the durable finish to the
+ * worker (c waits in PH_FINISH); a body that fails the check is answered
+ * at once. */
 void upload_finish(struct web *w, struct conn *c);
+/* Once per loop turn: finishes the worker has done are answered (or, with
+ * their connection gone, only accounted for). */
+void upload_poll(struct web *w);
 /* The upload failed while the connection lives on: clean up, {"err":1}. */
 void upload_fail(struct web *w, struct conn *c);
 /* Abandons c's upload, if any: temp file and any made parents removed. */
@@ -307,5 +343,26 @@ void upload_tick(struct web *w);
 /* True while session index s feeds an upload (it must not expire). */
 bool upload_holds_session(const struct web *w, int s);
 unsigned upload_active(const struct web *w);
+
+/* finish.c: the worker thread. */
+/* Starts it (once, before the loop); false if it could not be made. */
+bool finish_start(void);
+/* Hands a job over; false only if the worker is not running. */
+bool finish_submit(const struct finish_job *j);
+/* Takes up to cap finished jobs; cheap (no lock) when none is in flight. */
+unsigned finish_collect(struct finish_job *out, unsigned cap);
+/* True while a job is with the worker or waits to be collected: the loop
+ * must look again soon, since the backend's wait cannot watch the worker. */
+bool finish_pending(void);
+/* Lets every job submitted complete, then joins the worker (at shutdown). */
+void finish_stop(void);
+
+/* A microsecond clock for the app's own figures (wraps in 584 000 years). */
+static inline uint64_t web_clock_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
 
 #endif /* SLOTNET_WEB_H */

@@ -120,6 +120,8 @@ def main():
                 check("the server's /status answered", srv["status_available"] is True)
                 check(f"every slot free at the end (slots at the end: {srv.get('slots_at_end')})",
                       srv["slots_free_at_end"] is True)
+                check(f"the server's longest loop turn reported ({srv.get('longest_turn_us')} us)",
+                      isinstance(srv.get("longest_turn_us"), (int, float)))
                 if args.expect_upload:
                     up = r["upload"] or {}
                     check(f"upload CRC verified ({up.get('verified', 0)} verified, "

@@ -72,7 +72,7 @@ TEMP_DIRS = []
 class Server:
     """One slotnet-web with its own storage folder."""
 
-    def __init__(self, binary, www, *extra):
+    def __init__(self, binary, www, *extra, env=None):
         extra = list(extra) + EXTRA_ARGS
         self.tmp = tempfile.mkdtemp(prefix="rr-test-")
         TEMP_DIRS.append(self.tmp)
@@ -85,7 +85,8 @@ class Server:
             self.proc = subprocess.Popen(
                 [binary, "--listen", "127.0.0.1:%d" % self.port, "--root", www,
                  "--sd", self.sd] + list(extra),
-                stdout=self.log, stderr=subprocess.STDOUT)
+                stdout=self.log, stderr=subprocess.STDOUT,
+                env=dict(os.environ, **(env or {})))
             if wait_for(lambda: self.proc.poll() is not None or "serving" in self.log_text(), 10):
                 if self.proc.poll() is None:
                     return
@@ -785,6 +786,222 @@ def case_upload_busy(b, w):
         srv.stop()
 
 
+def send_upload(srv, name, data, extra=b""):
+    """A raw upload sent whole; returns the socket, the reply not read."""
+    s = srv.raw()
+    s.sendall(upload_headers(name, len(data), crc_hex(data), extra) + data)
+    return s
+
+
+def quiet_status(srv):
+    """/status without a line in the log: for polling."""
+    st, _, body = srv.request("GET", "/status", key=None)
+    return json.loads(body) if st == 200 else {}
+
+
+def body_in(srv, total):
+    """True once the server has written `total` upload bytes in all."""
+    return quiet_status(srv).get("upload_bytes", 0) >= total
+
+
+def case_upload_finish(b, w):
+    # The durable finish (fsync, rename, fsync of the folder) runs on a
+    # worker. A test hook makes the worker wait 1.5 s first, so the window
+    # in which a finish is pending is hit every time.
+    slow = {"SLOTNET_WEB_TEST_FINISH_DELAY_MS": "1500"}
+    srv = Server(b, w, "--password", "pw", "--session-timeout-ms", "700", env=slow)
+    try:
+        def seqs():
+            # each time in a new session: the uploader's must not be refreshed
+            srv.key = srv.connect("pw")["sessionKey"]
+            return srv.seqs()
+        key = srv.connect("pw")["sessionKey"]
+        hdr = b"X-Session-Key: %d\r\n" % key
+        s0 = seqs()
+        data = os.urandom(2 * 1024 * 1024 + 5)
+        s = send_upload(srv, "0:/gcodes/f.g", data, hdr)
+        check(wait_for(lambda: body_in(srv, len(data)), 10), "the whole body is in")
+        t_in = time.time()
+        st = srv.status()
+        check(time.time() - t_in < 0.5 and st["uploads_active"] == 1,
+              "while the finish is pending the loop answers /status at once")
+        check(st["loop"]["longest_turn_us"] < 1000000, "...and no loop turn waited for it")
+        s.settimeout(0.3)
+        try:
+            early = s.recv(100)
+        except socket.timeout:
+            early = None
+        check(early is None, "no reply before the file is in place")
+        check(not os.path.exists(srv.path("gcodes", "f.g")) and srv.parts_left(),
+              "...and it is not yet: only the .part")
+        check(seqs()["volChanges"] == s0["volChanges"], "volChanges not bumped yet")
+        time.sleep(max(0.0, t_in + 1.0 - time.time()))
+        seqs()  # sessions are swept here: the uploader's is 1 s idle, past its 0.7 s
+        s.settimeout(10)
+        st_, _, rb, _ = read_response(s)
+        check(st_ == 200 and json.loads(rb) == {"err": 0}, "then {\"err\":0}")
+        with open(srv.path("gcodes", "f.g"), "rb") as f:
+            check(f.read() == data, "the file is in place, whole")
+        check(not srv.parts_left(), "no .part left")
+        check(seqs()["volChanges"][0] == s0["volChanges"][0] + 1, "volChanges bumped now")
+        check(srv.get("rr_model", key=key, key_="seqs")[0] == 200,
+              "the uploader's session was kept while its finish was pending")
+        s.sendall(b"GET /rr_model?key=seqs HTTP/1.1\r\n" + hdr + b"\r\n")
+        st_, _, _, _ = read_response(s)
+        check(st_ == 200, "the connection goes on with the next request")
+        s.close()
+
+        # the client goes away while its finish is pending: the file lands
+        srv.key = srv.connect("pw")["sessionKey"]
+        ok0 = srv.status()["uploads_ok"]
+        data2 = os.urandom(1024 * 1024)
+        base = srv.status()["upload_bytes"]
+        s = send_upload(srv, "0:/gcodes/gone.g", data2, b"X-Session-Key: %d\r\n" % srv.key)
+        check(wait_for(lambda: body_in(srv, base + len(data2)), 10), "second body in")
+        check(srv.status()["uploads_active"] == 1, "its finish is pending")
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RST)
+        s.close()
+        check(wait_for(lambda: quiet_status(srv).get("uploads_active") == 0, 5), "the finish ends")
+        with open(srv.path("gcodes", "gone.g"), "rb") as f:
+            check(f.read() == data2, "client gone meanwhile: the file still lands, whole")
+        check(srv.status()["uploads_ok"] == ok0 + 1 and not srv.parts_left(),
+              "counted as done, no .part left")
+
+        # SIGINT while a finish is pending: the server completes it first
+        srv.key = srv.connect("pw")["sessionKey"]
+        data3 = os.urandom(1024 * 1024)
+        base = srv.status()["upload_bytes"]
+        s = send_upload(srv, "0:/gcodes/stop.g", data3, b"X-Session-Key: %d\r\n" % srv.key)
+        check(wait_for(lambda: body_in(srv, base + len(data3)), 10), "third body in")
+        check(srv.status()["uploads_active"] == 1, "its finish is pending")
+        srv.stop()
+        s.close()
+        with open(srv.path("gcodes", "stop.g"), "rb") as f:
+            check(f.read() == data3, "SIGINT while pending: the file landed before the exit")
+        check(not srv.parts_left(), "no .part left")
+    finally:
+        srv.kill()
+
+
+def case_upload_stop(b, w):
+    # SIGINT right after a large upload's last byte, at a few moments: the
+    # server may still be reading the body, finishing it, or done. Either the
+    # whole target or nothing; never a .part, never a partial file.
+    data = os.urandom(24 * 1024 * 1024)
+    seen = set()
+    for delay in (0, 0.01, 0.05, 0.2, 1.0):
+        srv = Server(b, w)
+        try:
+            s = send_upload(srv, "0:/gcodes/big.g", data)
+            time.sleep(delay)
+            srv.stop()
+            s.close()
+            target = srv.path("gcodes", "big.g")
+            if os.path.exists(target):
+                with open(target, "rb") as f:
+                    check(f.read() == data,
+                          "SIGINT %g s after the last byte: the whole file" % delay)
+                seen.add("whole")
+            else:
+                check(True, "SIGINT %g s after the last byte: no file" % delay)
+                seen.add("none")
+            check(not srv.parts_left(), "...and no .part")
+        finally:
+            srv.kill()
+    print("# outcomes seen: %s" % ", ".join(sorted(seen)))
+    check("whole" in seen, "a stop 1 s after the body leaves the whole file")
+
+
+def raw_until_reply(s, data, step, limit):
+    """Sends data one byte every `step` s until the server answers (or
+    closes); returns (what came back, seconds from the first byte)."""
+    t0 = time.time()
+    got = b""
+    i = 0
+    s.settimeout(step)
+    while time.time() - t0 < limit:
+        if not got and i < len(data):
+            try:
+                s.send(data[i:i + 1])
+            except OSError:
+                break
+            i += 1
+        try:
+            chunk = s.recv(65536)
+        except socket.timeout:
+            continue
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        got += chunk
+        if b"\r\n\r\n" in got:
+            break
+    return got, time.time() - t0
+
+
+def case_header_timeout(b, w):
+    srv = Server(b, w, "--header-timeout-ms", "800")
+    try:
+        # a trickle: every byte resets the idle timer, not the deadline
+        s = srv.raw()
+        got, took = raw_until_reply(s, b"GET /status HTTP/1.1\r\nHost: t\r\nX-Slow: " + b"a" * 100,
+                                    0.1, 5)
+        head = got.split(b"\r\n\r\n")[0].lower()
+        check(head.startswith(b"http/1.1 408") and b"connection: close" in head,
+              "headers trickled past the deadline: 408, Connection: close (%r)" % got[:40])
+        check(0.7 < took < 2.5, "...about 0.8 s after the first byte (%.2f s)" % took)
+        check(closed_by_peer(s), "...and the connection is closed")
+        s.close()
+
+        # slow but in time, and the clock starts at a request's first byte
+        s = srv.raw()
+        time.sleep(1.0)  # idle before the first byte: no deadline yet
+        s.sendall(b"GET /status HTTP/1.1\r\nHost: t\r\n")
+        time.sleep(0.4)
+        s.sendall(b"\r\n")
+        st, _, _, _ = read_response(s)
+        check(st == 200, "connected 1 s before its first byte, headers in 0.4 s: 200")
+        time.sleep(1.0)  # idle between keep-alive requests does not count either
+        s.sendall(b"GET /status HTTP/1.1\r\n")
+        time.sleep(0.4)
+        s.sendall(b"Host: t\r\n\r\n")
+        st, _, _, _ = read_response(s)
+        check(st == 200, "next request on the kept-alive connection, 1 s later: 200")
+        # two requests in one segment: the second waits its turn, not late
+        s.sendall(b"GET /status HTTP/1.1\r\nHost: t\r\n\r\nGET /status HTTP/1.1\r\nHost: t\r\n\r\n")
+        a, _, _, rest = read_response(s)
+        c, _, _, _ = read_response(s, rest)
+        check((a, c) == (200, 200), "pipelined pair: 200, 200")
+        s.close()
+        check(srv.get("rr_model", key_="seqs")[0] == 200, "server fine afterwards")
+    finally:
+        srv.stop()
+
+    # One slot, held by a trickle; another connection waits for it. A
+    # request still incomplete after 1 s gives way (408) long before its
+    # 5 s deadline, so the waiting one is served.
+    srv = Server(b, w, "--slots", "1")
+    try:
+        slow = srv.raw()
+        slow.sendall(b"GET /status HTTP/1.1\r\nHost: t\r\n")
+        time.sleep(0.2)
+        t0 = time.time()
+        fast = srv.raw()
+        fast.sendall(b"GET /status HTTP/1.1\r\nHost: t\r\n\r\n")
+        fast.settimeout(5)
+        st, _, _, _ = read_response(fast)
+        took = time.time() - t0
+        check(st == 200 and took < 2.5,
+              "a waiting connection is served in %.2f s, before the 5 s deadline" % took)
+        fast.close()
+        got, _ = raw_until_reply(slow, b"X", 0.1, 3)
+        check(got.lower().startswith(b"http/1.1 408"), "...the trickle got 408 (%r)" % got[:40])
+        slow.close()
+    finally:
+        srv.stop()
+
+
 def case_traversal(b, w):
     srv = Server(b, w)
     try:
@@ -1088,7 +1305,8 @@ def case_options(b, w):
                          ("--backlog-timeout-ms", "default 3000"), ("--root", "default www"),
                          ("--sd", "default sd"), ("--upload-max", "default 1073741824"),
                          ("--password", "Default: none"),
-                         ("--session-timeout-ms", "default 8000"), ("--poll", "poll()")):
+                         ("--session-timeout-ms", "default 8000"),
+                         ("--header-timeout-ms", "default 5000"), ("--poll", "poll()")):
         i = out.stdout.find(opt + " ")
         check(i >= 0 and default in out.stdout[i:i + 400], "--help: %s with %r" % (opt, default))
     tmp = tempfile.mkdtemp(prefix="rr-opt-")
@@ -1097,7 +1315,8 @@ def case_options(b, w):
     open(afile, "w").close()
     for args in (["--upload-max", "abc"], ["--upload-max", "-1"], ["--upload-max", "1k"],
                  ["--session-timeout-ms", "0"], ["--session-timeout-ms", "x"],
-                 ["--session-timeout-ms", "99999999999"], ["--sd", ""],
+                 ["--session-timeout-ms", "99999999999"], ["--header-timeout-ms", "0"],
+                 ["--header-timeout-ms", "1s"], ["--sd", ""],
                  ["--sd", os.path.join(tmp, "no", "such")], ["--sd", afile],
                  ["--slots", "0"], ["--bogus"]):
         r = subprocess.run([b, "--listen", "127.0.0.1:1", "--root", w] + args,
@@ -1121,6 +1340,13 @@ def case_status(b, w):
               st["upload_bytes"] == 5 and st["uploads_active"] == 0 and
               isinstance(st["longest_upload_finish_us"], int),
               "/status: requests and upload figures")
+        loop = st["loop"]
+        turns = loop["turn_hist"]
+        check(isinstance(loop["longest_turn_us"], int) and loop["longest_turn_us"] > 0,
+              "/status: loop.longest_turn_us")
+        check([t["le_us"] for t in turns] == [h["le_us"] for h in st["poll_hist"]] and
+              sum(t["turns"] for t in turns) > 0,
+              "/status: loop.turn_hist, on the poll histogram's bounds")
     finally:
         srv.stop()
 
