@@ -4,7 +4,7 @@
  * the disk (that wait was up to ~200 ms for 16 MiB on ext4, a stall of every
  * slot at once).
  *
- * The loop and the worker share only the two rings below, and only under
+ * The loop and the worker share only the two rings of a jobq (jobq.c), under
  * the lock: the loop copies a job in (finish_submit), the worker copies it
  * out, works without the lock, and copies the result into the done ring,
  * which the loop empties once per turn (finish_collect). A job's file
@@ -25,42 +25,11 @@
 
 #include "web.h"
 
-struct ring {
-    struct finish_job job[MAX_UPLOADS];
-    unsigned head, len;
-};
-
-static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t wake = PTHREAD_COND_INITIALIZER;
-static struct ring todo, done; /* under lock */
-static bool stopping;          /* under lock */
-
 /* For the tests only: the worker waits this long before each job, so that
  * the window in which a finish is pending (client gone, SIGINT, a session
  * past its timeout) can be hit every time. Read once, before the thread
  * starts; from the environment, so it shows in no option list. */
 static unsigned test_delay_ms;
-
-/* The loop's own: not shared with the worker. */
-static pthread_t worker;
-static bool running;
-static unsigned in_flight; /* submitted and not yet collected */
-
-static bool ring_put(struct ring *r, const struct finish_job *j)
-{
-    if (r->len == MAX_UPLOADS)
-        return false;
-    r->job[(r->head + r->len) % MAX_UPLOADS] = *j;
-    r->len++;
-    return true;
-}
-
-static void ring_take(struct ring *r, struct finish_job *j)
-{
-    *j = r->job[r->head];
-    r->head = (r->head + 1) % MAX_UPLOADS;
-    r->len--;
-}
 
 /* The slow part, in the order that makes a power cut leave either the old
  * target or the whole new file: data and mtime on disk, then the rename,
@@ -96,88 +65,27 @@ static void run(struct finish_job *j)
     j->took_us = took > UINT32_MAX ? UINT32_MAX : (uint32_t)took;
 }
 
-static void *work(void *arg)
-{
-    (void)arg;
-    pthread_mutex_lock(&lock);
-    for (;;) {
-        while (todo.len == 0 && !stopping)
-            pthread_cond_wait(&wake, &lock);
-        if (todo.len == 0)
-            break; /* stopping, and every job submitted is done */
-        struct finish_job j;
-        ring_take(&todo, &j);
-        pthread_mutex_unlock(&lock);
-        run(&j);
-        pthread_mutex_lock(&lock);
-        /* Cannot fail: a job comes back to the ring it left room in. */
-        (void)ring_put(&done, &j);
-    }
-    pthread_mutex_unlock(&lock);
-    return NULL;
-}
+static void run_job(void *job) { run(job); }
+_Static_assert(sizeof(struct finish_job) <= JOBQ_MAX_JOB, "raise JOBQ_MAX_JOB");
+
+static unsigned char todo[MAX_UPLOADS * sizeof(struct finish_job)];
+static unsigned char done[MAX_UPLOADS * sizeof(struct finish_job)];
+static struct jobq q = {.name = "upload finish", .run = run_job,
+                        .size = sizeof(struct finish_job), .cap = MAX_UPLOADS,
+                        .todo = todo, .done = done};
 
 bool finish_start(void)
 {
     const char *delay = getenv("SLOTNET_WEB_TEST_FINISH_DELAY_MS");
     if (delay)
         test_delay_ms = (unsigned)strtoul(delay, NULL, 10) % 60000u;
-    /* The worker takes no signals: SIGINT must reach the loop, whose wait
-     * it cuts short. The mask is inherited at creation, then restored. */
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, &old);
-    int rc = pthread_create(&worker, NULL, work, NULL);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (rc != 0) {
-        fprintf(stderr, "slotnet-web: cannot start the upload worker: %s\n", strerror(rc));
-        return false;
-    }
-    running = true;
-    return true;
+    return jobq_start(&q);
 }
 
-bool finish_submit(const struct finish_job *j)
-{
-    if (!running)
-        return false;
-    pthread_mutex_lock(&lock);
-    bool ok = ring_put(&todo, j);
-    if (ok)
-        pthread_cond_signal(&wake);
-    pthread_mutex_unlock(&lock);
-    if (ok)
-        in_flight++;
-    return ok;
-}
+bool finish_submit(const struct finish_job *j) { return jobq_submit(&q, j); }
 
-unsigned finish_collect(struct finish_job *out, unsigned cap)
-{
-    if (in_flight == 0)
-        return 0; /* the usual case: no lock taken */
-    unsigned n = 0;
-    pthread_mutex_lock(&lock);
-    while (n < cap && done.len > 0)
-        ring_take(&done, &out[n++]);
-    pthread_mutex_unlock(&lock);
-    in_flight -= n;
-    return n;
-}
+unsigned finish_collect(struct finish_job *out, unsigned cap) { return jobq_collect(&q, out, cap); }
 
-bool finish_pending(void)
-{
-    return in_flight > 0;
-}
+bool finish_pending(void) { return q.in_flight > 0; }
 
-void finish_stop(void)
-{
-    if (!running)
-        return;
-    pthread_mutex_lock(&lock);
-    stopping = true;
-    pthread_cond_signal(&wake);
-    pthread_mutex_unlock(&lock);
-    /* Every submitted job completes first: nothing is left half-done. */
-    pthread_join(worker, NULL);
-    running = false;
-}
+void finish_stop(void) { jobq_stop(&q); }

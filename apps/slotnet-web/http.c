@@ -7,8 +7,9 @@
  *   PH_READ    read and parse; a complete request starts a response
  *   PH_UPLOAD  an rr_upload body: read, parse (http_parser counts the
  *              Content-Length) and hand each piece to upload.c
- *   PH_FINISH  the body is in and the worker makes it durable; nothing is
- *              read until upload_poll() has the reply ready
+ *   PH_FINISH  the body is in (or the upload failed), and the writer and
+ *              the worker are done with it; nothing is read until
+ *              upload_poll() has the reply ready
  *   PH_WRITE   write the response; input stays unread (it waits in the
  *              stack, and pipelined bytes we already hold wait in in[])
  *   PH_CLOSING sn_close/CLOSE_AFTER/sn_terminate issued; wait for FREED
@@ -40,8 +41,8 @@
  * the loop to itself. The rest waits for web_resume(). */
 #define REQUESTS_PER_TURN 8u
 
-/* Upload body bytes one connection may move in one turn: file writes stay
- * in small bounded pieces between the other slots' work. */
+/* Upload body bytes one connection may move in one turn, so the other
+ * slots get theirs between its pieces. */
 #define UPLOAD_BYTES_PER_TURN (256u * 1024u)
 
 /* ---- Parser callbacks -------------------------------------------------- */
@@ -548,21 +549,29 @@ static int read_some(struct web *w, struct conn *c, char *buf, size_t len)
     return -1;
 }
 
-/* One turn of an upload: feed the parser what we hold (on_body writes it
- * to the file), then read more, up to UPLOAD_BYTES_PER_TURN. The headers
- * are dealt with, so in[] is reused from the start for the body. */
+/* One turn of an upload: feed the parser what we hold (on_body copies it
+ * for the writer), then read more, up to UPLOAD_BYTES_PER_TURN. The headers
+ * are dealt with, so in[] is reused from the start for the body. Each piece
+ * parsed is handed to the writer at once; with none of the upload's buffers
+ * free the connection is left unread until one comes back (upload_poll). */
 static void upload_turn(struct web *w, struct conn *c)
 {
     size_t moved = 0;
     while (c->phase == PH_UPLOAD) {
+        if (moved >= UPLOAD_BYTES_PER_TURN) {
+            c->resume = true; /* more may wait; web_resume continues */
+            return;
+        }
+        if (!upload_ready(w, c))
+            return; /* backpressure: no busy loop, the writer's return wakes it */
         if (c->fed < c->in_len) {
-            size_t avail = c->in_len - c->fed;
+            size_t avail = c->in_len - c->fed; /* at most IN_SIZE: fits a buffer */
             size_t used =
                 http_parser_execute(&c->parser, &parser_settings, c->in + c->fed, avail);
             c->fed += used;
             enum http_errno err = HTTP_PARSER_ERRNO(&c->parser);
             if (err == HPE_PAUSED && c->msg_done) {
-                upload_finish(w, c); /* responds */
+                upload_finish(w, c); /* responds once it is written */
                 return;
             }
             if (err != HPE_OK) {
@@ -572,15 +581,13 @@ static void upload_turn(struct web *w, struct conn *c)
                 upload_fail(w, c);
                 return;
             }
+            upload_flush(w, c);
             continue;
         }
-        if (moved >= UPLOAD_BYTES_PER_TURN) {
-            c->resume = true; /* more may wait; web_resume continues */
-            return;
-        }
-        /* Body bytes go through one shared 64 KiB buffer, and never past
-         * the body's end, so nothing of a following request is read here. */
-        static char body[64 * 1024];
+        /* Body bytes go through one shared buffer the size of an upload
+         * buffer, and never past the body's end, so nothing of a following
+         * request is read here. */
+        static char body[UPLOAD_BUF_SIZE];
         c->in_len = c->fed = 0;
         size_t want = sizeof body;
         if (c->parser.content_length < want)
@@ -594,7 +601,7 @@ static void upload_turn(struct web *w, struct conn *c)
         size_t used = http_parser_execute(&c->parser, &parser_settings, body, (size_t)n);
         enum http_errno err = HTTP_PARSER_ERRNO(&c->parser);
         if (err == HPE_PAUSED && c->msg_done && used == (size_t)n) {
-            upload_finish(w, c); /* responds */
+            upload_finish(w, c); /* responds once it is written */
             return;
         }
         if (err != HPE_OK || used != (size_t)n) {
@@ -602,6 +609,7 @@ static void upload_turn(struct web *w, struct conn *c)
             upload_fail(w, c);
             return;
         }
+        upload_flush(w, c);
     }
 }
 

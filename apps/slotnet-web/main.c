@@ -6,8 +6,9 @@
  * everything that happened), then wait for I/O no longer than the core
  * allows (not at all while a connection has answered its share of a
  * pipeline and has more). Nothing else blocks, and all memory is allocated
- * before the loop. The one call that waits for the disk, an upload's
- * fsync and rename, runs on a worker thread (finish.c) made at start.
+ * before the loop. The calls that wait for the disk run on threads made at
+ * start: upload body writes (writer.c), and an upload's fsync and rename
+ * (finish.c).
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -27,8 +28,8 @@
 #define PROG "slotnet-web"
 #define DEFAULT_IDLE_MS 30000u
 #define DEFAULT_HEADER_TIMEOUT_MS 5000u
-/* The loop's longest wait while an upload's finish is with the worker: the
- * backend's wait cannot see the worker, so the loop looks this often. */
+/* The loop's longest wait while an upload's writes or finish are with a
+ * thread: the backend's wait cannot see them, so the loop looks this often. */
 #define FINISH_POLL_MS 1u
 /* Each waiting connection holds a descriptor: stay well inside the usual
  * limit of 1024. */
@@ -435,7 +436,7 @@ int main(int argc, char **argv)
         goto out;
     }
 
-    if (!finish_start())
+    if (!finish_start() || !writer_start())
         goto out;
     w.started = w.now = w.ops->now_ms(w.be);
     rr_init(&w);
@@ -456,7 +457,7 @@ int main(int argc, char **argv)
         rr_tick(&w);
         if (stop_signal)
             break;
-        uint32_t max_wait = finish_pending() ? FINISH_POLL_MS : 100;
+        uint32_t max_wait = finish_pending() || writer_pending() ? FINISH_POLL_MS : 100;
         count_turn(&w, web_clock_us() - woke);
         w.ops->wait(w.be, more ? 0 : sn_next_timeout(w.core, now, max_wait));
         woke = web_clock_us();
@@ -465,9 +466,13 @@ int main(int argc, char **argv)
     printf(PROG ": stopped by %s\n", stop_signal == SIGTERM ? "SIGTERM" : "SIGINT");
     rc = 0;
 out:
-    /* Finishes with the worker complete before anything is let go of, so a
-     * stop never leaves an upload half-renamed; then they are accounted for
-     * (and answered, if the socket still takes it). */
+    /* Queued writes complete first, and a body they complete goes to the
+     * worker; its finishes complete before anything is let go of, so a stop
+     * never leaves an upload half-written or half-renamed; then they are
+     * accounted for (and answered, if the socket still takes it). */
+    writer_stop();
+    if (w.conns && w.core)
+        upload_poll(&w);
     finish_stop();
     if (w.conns && w.core)
         upload_poll(&w);

@@ -9,6 +9,7 @@
 #define SLOTNET_WEB_H
 
 #include <limits.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -43,6 +44,11 @@
 /* Uploads streaming at once; one more gets 503. Each holds two descriptors
  * and two names. */
 #define MAX_UPLOADS 4
+/* Each upload's body goes to its file through this many buffers of its own
+ * (allocated at start): the loop fills one, the writer thread (writer.c)
+ * writes it. With all of them in flight the loop stops reading that upload. */
+#define UPLOAD_BUFS 8
+#define UPLOAD_BUF_SIZE (64u * 1024u)
 /* Code text waiting to run, and code output waiting to be read. */
 #define GCODE_QUEUE 1024
 #define REPLY_SIZE 4096
@@ -114,7 +120,16 @@ struct upload {
     char part[NAME_MAX + 1];
     unsigned dirs_made_from; /* parent levels from here on were created by us */
     unsigned dirs;           /* parent levels in rel */
-    uint64_t expected, received, kicked;
+    uint64_t expected, received, kicked; /* received: bytes taken from the client */
+    uint64_t handed;    /* bytes handed to the writer: the next buffer's file offset */
+    unsigned free_bufs; /* bit i: buffer i is the loop's and empty */
+    int fill;           /* buffer being filled, or -1 */
+    size_t fill_len;
+    unsigned inflight;  /* buffers with the writer: fd must stay open */
+    int werr;           /* first write error, 0: none */
+    bool ending;        /* the body is in; checked once no write is in flight */
+    bool dropping;      /* failed or abandoned; discarded once no write is in flight */
+    bool stalled;       /* its connection stopped reading for want of a buffer */
     uint32_t crc, want_crc;
     bool have_crc, have_time;
     int64_t mtime;
@@ -135,6 +150,41 @@ struct finish_job {
     char leaf[NAME_MAX + 1];
     int err;                /* result: 0, or the errno of the step that failed */
     uint32_t took_us;       /* result: the worker's time for it */
+};
+
+/* A worker thread and its two job rings (jobq.c); the caller fills name,
+ * run, size, cap, batch and the ring storage (cap * size bytes each). */
+#define JOBQ_MAX_JOB 640
+struct jobq {
+    const char *name;
+    void (*run)(void *job); /* on the worker */
+    size_t size;            /* bytes per job, <= JOBQ_MAX_JOB */
+    unsigned cap;
+    bool batch;             /* SCHED_BATCH: yield the CPU to the loop */
+    unsigned char *todo, *done;
+    unsigned todo_head, todo_len, done_head, done_len; /* under lock */
+    bool stopping;                                     /* under lock */
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    pthread_t thread;
+    bool running;       /* the loop's own */
+    unsigned in_flight; /* submitted, not yet collected: the loop's own */
+};
+bool jobq_start(struct jobq *q);
+bool jobq_submit(struct jobq *q, const void *job);
+unsigned jobq_collect(struct jobq *q, void *out, unsigned cap);
+void jobq_stop(struct jobq *q); /* runs every submitted job, then joins */
+
+/* One buffer of upload body for the writer (writer.c), and its result. */
+struct write_job {
+    unsigned upload;   /* index in web.uploads, passed back as is */
+    unsigned buf;      /* which of its buffers */
+    int fd;            /* the .part file: lent */
+    const char *data;  /* the buffer: lent */
+    size_t len;
+    uint64_t off;      /* file offset of data[0] */
+    uint64_t kick_off, kick_len; /* then start write-back of this range (len 0: none) */
+    int err;           /* result: 0, or the errno of the failed write */
 };
 
 /* The object model's sequence counters: one per top-level key that can
@@ -325,16 +375,25 @@ void vol_unmake(const struct web *w, const char *rel, unsigned from);
  * started. session (or -1) is kept alive by the body's arrival. */
 void upload_start(struct web *w, struct conn *c, const char *rel, int session, bool have_crc,
                   uint32_t crc, bool have_time, int64_t mtime);
-/* A piece of the body; false when it could not be written. */
+/* True when c may read up to UPLOAD_BUF_SIZE more body bytes now; false
+ * while all its upload's buffers are with the writer (c is served again when
+ * one comes back). */
+bool upload_ready(struct web *w, struct conn *c);
+/* A piece of the body, copied for the writer; false when the upload cannot
+ * take it (a write already failed). */
 bool upload_body(struct web *w, struct conn *c, const char *data, size_t len);
-/* The whole body is in: check it, and hand the durable finish to the
- * worker (c waits in PH_FINISH); a body that fails the check is answered
- * at once. */
+/* Hands the bytes taken so far to the writer. */
+void upload_flush(struct web *w, struct conn *c);
+/* The whole body is in: once its writes are done, check it, and hand the
+ * durable finish to the worker (c waits in PH_FINISH); a body that fails
+ * the check is answered then. */
 void upload_finish(struct web *w, struct conn *c);
-/* Once per loop turn: finishes the worker has done are answered (or, with
- * their connection gone, only accounted for). */
+/* Once per loop turn: written buffers are taken back (stalled uploads
+ * read on), and finishes the worker has done are answered (or, with their
+ * connection gone, only accounted for). */
 void upload_poll(struct web *w);
-/* The upload failed while the connection lives on: clean up, {"err":1}. */
+/* The upload failed while the connection lives on: clean up, {"err":1}
+ * (c waits in PH_FINISH while writes are in flight). */
 void upload_fail(struct web *w, struct conn *c);
 /* Abandons c's upload, if any: temp file and any made parents removed. */
 void upload_abort(struct web *w, struct conn *c);
@@ -356,6 +415,16 @@ unsigned finish_collect(struct finish_job *out, unsigned cap);
 bool finish_pending(void);
 /* Lets every job submitted complete, then joins the worker (at shutdown). */
 void finish_stop(void);
+
+/* writer.c: the thread that writes upload bodies. */
+bool writer_start(void);
+/* Hands a buffer over; false only if the writer is not running. */
+bool writer_submit(const struct write_job *j);
+unsigned writer_collect(struct write_job *out, unsigned cap);
+/* True while a write is with the writer or waits to be collected. */
+bool writer_pending(void);
+/* Lets every write submitted complete, then joins the writer. */
+void writer_stop(void);
 
 /* A microsecond clock for the app's own figures (wraps in 584 000 years). */
 static inline uint64_t web_clock_us(void)

@@ -13,12 +13,14 @@ import http.client
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.parse
 import zlib
@@ -72,7 +74,7 @@ TEMP_DIRS = []
 class Server:
     """One slotnet-web with its own storage folder."""
 
-    def __init__(self, binary, www, *extra, env=None):
+    def __init__(self, binary, www, *extra, env=None, preexec=None):
         extra = list(extra) + EXTRA_ARGS
         self.tmp = tempfile.mkdtemp(prefix="rr-test-")
         TEMP_DIRS.append(self.tmp)
@@ -86,7 +88,7 @@ class Server:
                 [binary, "--listen", "127.0.0.1:%d" % self.port, "--root", www,
                  "--sd", self.sd] + list(extra),
                 stdout=self.log, stderr=subprocess.STDOUT,
-                env=dict(os.environ, **(env or {})))
+                env=dict(os.environ, **(env or {})), preexec_fn=preexec)
             if wait_for(lambda: self.proc.poll() is not None or "serving" in self.log_text(), 10):
                 if self.proc.poll() is None:
                     return
@@ -881,6 +883,55 @@ def case_upload_finish(b, w):
         check(not srv.parts_left(), "no .part left")
     finally:
         srv.kill()
+
+
+def case_upload_write_error(b, w):
+    # A write that fails mid-body (here EFBIG past RLIMIT_FSIZE, standing in
+    # for ENOSPC: the server sees the same -1 from write) fails the upload
+    # cleanly: {"err":1}, no .part, the old target kept, the server fine.
+    limit = 1024 * 1024
+
+    def small_disk():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of a kill
+    srv = Server(b, w, preexec=small_disk)
+    try:
+        st, body = srv.upload("0:/gcodes/keep.g", b"old content")
+        check(json.loads(body) == {"err": 0}, "a small upload fits")
+        for size in (limit + 1, 3 * limit + 12345, 24 * limit):
+            data = os.urandom(size)
+            s = srv.raw()
+            # The server stops reading at the failure: send from a thread, so
+            # the reply can be read meanwhile. Past the failure the server
+            # answers and closes with body unread, which may reset instead.
+            def send():
+                try:
+                    s.sendall(upload_headers("0:/gcodes/keep.g", size, crc_hex(data)) + data)
+                except OSError:
+                    pass
+            t = threading.Thread(target=send)
+            t.start()
+            s.settimeout(20)
+            try:
+                st_, _, rb, _ = read_response(s)
+            except (ConnectionResetError, EOFError):
+                st_, rb = None, b""
+            if st_ is not None:
+                check(st_ == 200 and json.loads(rb) == {"err": 1},
+                      "%d bytes past the limit: {\"err\":1} (%r)" % (size, rb[:40]))
+            else:
+                check(True, "%d bytes past the limit: reset with body unread" % size)
+            s.close()
+            t.join(20)
+            check(wait_for(lambda: not srv.parts_left(), 5), "...no .part left")
+            with open(srv.path("gcodes", "keep.g"), "rb") as f:
+                check(f.read() == b"old content", "...the old target kept")
+            check(srv.status()["uploads_active"] == 0, "...no upload active")
+            check(srv.json("rr_upload") == {"err": 1}, "GET rr_upload: last result err 1")
+        st, body = srv.upload("0:/gcodes/after.g", b"G28\n" * 1000)
+        check(json.loads(body) == {"err": 0}, "a small upload still works afterwards")
+    finally:
+        srv.stop()
 
 
 def case_upload_stop(b, w):
