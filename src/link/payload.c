@@ -1,0 +1,105 @@
+/* Fixed-layout data of the create/listen requests and the status replies.
+ * Little-endian integers; IPv4 addresses as 4 octets in dotted order. */
+#include "slotnet/link.h"
+
+#include <string.h>
+
+static void put_addr(uint8_t *p, uint32_t a)
+{
+    p[0] = (uint8_t)(a >> 24);
+    p[1] = (uint8_t)(a >> 16);
+    p[2] = (uint8_t)(a >> 8);
+    p[3] = (uint8_t)a;
+}
+
+static uint32_t get_addr(const uint8_t *p)
+{
+    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
+}
+
+/* The 16-bit counters report "at least 65535" rather than wrapping. */
+static uint16_t sat16(uint32_t v) { return v > 0xFFFFu ? 0xFFFFu : (uint16_t)v; }
+
+void sn_link_args_encode(const sn_link_args *a, uint8_t out[SN_LINK_ARGS_LEN])
+{
+    put_addr(out, a->addr);
+    sn_link_put16(out + 4, a->port);
+    out[6] = a->protocol;
+    out[7] = a->max_conns;
+}
+
+int sn_link_args_decode(const uint8_t *in, size_t len, sn_link_args *a)
+{
+    if (in == NULL || len != SN_LINK_ARGS_LEN)
+        return SN_LINK_E_PARAM;
+    a->addr = get_addr(in);
+    a->port = sn_link_get16(in + 4);
+    a->protocol = in[6];
+    a->max_conns = in[7];
+    return 0;
+}
+
+void sn_link_status_encode(const sn_link_status *s, uint8_t out[SN_LINK_STATUS_LEN])
+{
+    out[0] = s->state;
+    out[1] = s->slot;
+    out[2] = s->protocol;
+    out[3] = (uint8_t)s->last_error;
+    sn_link_put16(out + 4, s->local_port);
+    sn_link_put16(out + 6, s->remote_port);
+    put_addr(out + 8, s->remote_addr);
+    sn_link_put16(out + 12, sat16(s->readable));
+    sn_link_put16(out + 14, sat16(s->write_space));
+    sn_link_put32(out + 16, s->connected);
+    sn_link_put32(out + 20, s->closed);
+    sn_link_put32(out + 24, s->handle);
+}
+
+int sn_link_status_decode(const uint8_t *in, size_t len, sn_link_status *s)
+{
+    if (in == NULL || len != SN_LINK_STATUS_LEN)
+        return SN_LINK_E_PARAM;
+    /* The seed's wire states: 0..5 and 7 (6 was its unused closeReady). */
+    if (in[0] > 7 || in[0] == 6)
+        return SN_LINK_E_PARAM;
+    s->state = in[0];
+    s->slot = in[1];
+    s->protocol = in[2];
+    s->last_error = (int8_t)in[3];
+    s->local_port = sn_link_get16(in + 4);
+    s->remote_port = sn_link_get16(in + 6);
+    s->remote_addr = get_addr(in + 8);
+    s->readable = sn_link_get16(in + 12);
+    s->write_space = sn_link_get16(in + 14);
+    s->connected = sn_link_get32(in + 16);
+    s->closed = sn_link_get32(in + 20);
+    s->handle = sn_link_get32(in + 24);
+    return 0;
+}
+
+void sn_link_net_status_encode(const sn_link_net_status *s, uint8_t out[SN_LINK_NET_STATUS_LEN])
+{
+    out[0] = s->slots;
+    out[1] = 0; /* reserved */
+    sn_link_put16(out + 2, s->data_max);
+    sn_link_put32(out + 4, s->in_use);
+    sn_link_put32(out + 8, s->connected);
+    sn_link_put32(out + 12, s->closed);
+    sn_link_put16(out + 16, s->backlog_now);
+    sn_link_put16(out + 18, s->backlog_peak);
+}
+
+int sn_link_net_status_decode(const uint8_t *in, size_t len, sn_link_net_status *s)
+{
+    if (in == NULL || len != SN_LINK_NET_STATUS_LEN)
+        return SN_LINK_E_PARAM;
+    memset(s, 0, sizeof *s);
+    s->slots = in[0];
+    s->data_max = sn_link_get16(in + 2);
+    s->in_use = sn_link_get32(in + 4);
+    s->connected = sn_link_get32(in + 8);
+    s->closed = sn_link_get32(in + 12);
+    s->backlog_now = sn_link_get16(in + 16);
+    s->backlog_peak = sn_link_get16(in + 18);
+    return 0;
+}
