@@ -425,6 +425,11 @@ static void respond_file(struct web *w, struct conn *c, const char *path, size_t
             web_respond_text(w, c, 414, NULL);
             return;
         }
+        /* One leading slash only: "//name/" would be read as another host. */
+        while (path_len > 1 && path[1] == '/') {
+            path++;
+            path_len--;
+        }
         snprintf(extra, sizeof extra, "Location: %.*s/\r\n", (int)path_len, path);
         web_respond_text(w, c, 301, extra);
         return;

@@ -59,8 +59,10 @@ size_t json_mark(void)
 
 void json_release(size_t mark)
 {
-    if (mark <= arena_used)
+    if (mark <= arena_used) {
         arena_used = mark;
+        arena_out = false; /* what ran out was given back */
+    }
 }
 
 size_t json_print(cJSON *item, char *buf, size_t len)

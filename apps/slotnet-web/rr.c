@@ -474,7 +474,7 @@ static void do_upload(struct web *w, struct conn *c, const struct rr_req *r)
     int crc_rc = rr_arg(r, "crc32", crc_text, sizeof crc_text);
     bool have_crc = crc_rc != -1;
     if (rr_arg(r, "name", arg_buf, sizeof arg_buf) <= 0 ||
-        vol_parse(arg_buf, rel, sizeof rel) != VOL_OK || rel[0] == '\0' ||
+        vol_parse(arg_buf, rel, sizeof rel) != VOL_OK || rel[0] == '\0' || vol_reserved(rel) ||
         (have_crc && (crc_rc < 0 || !parse_crc(crc_text, &crc)))) {
         w->last_upload_err = 1;
         rr_respond_err(w, c, 1);

@@ -26,7 +26,7 @@
 
 /* How deep a recursive delete goes; each level holds a descriptor and a
  * directory buffer on the stack. */
-#define RM_DEPTH_MAX 16
+#define RM_DEPTH_MAX VOL_DEPTH_MAX
 /* rr_fileinfo reads this much from each end of a file, no more. */
 #define SCAN_BYTES 4096
 
@@ -120,10 +120,10 @@ static bool put(char *buf, size_t *pos, size_t cap, const char *s, size_t n)
     return true;
 }
 
-/* Prints item (deleted afterwards) at buf + *pos; false when out of room. */
-static bool put_json(char *buf, size_t *pos, size_t cap, cJSON *item)
+/* Prints item at buf + *pos, then gives the arena back to mark, taken
+ * before the item was built; false when out of room. */
+static bool put_json(char *buf, size_t *pos, size_t cap, size_t mark, cJSON *item)
 {
-    size_t mark = json_mark();
     size_t n = json_print(item, buf + *pos, cap - *pos);
     json_release(mark);
     *pos += n;
@@ -166,7 +166,8 @@ void rr_filelist(struct web *w, struct conn *c, const struct rr_req *r)
         rc = vol_open_dir(w, rel_buf, &dirfd);
 
     put(buf, &pos, cap, "{\"dir\":", 7);
-    if (!put_json(buf, &pos, cap - tail, cJSON_CreateString(name_buf))) {
+    size_t mark = json_mark();
+    if (!put_json(buf, &pos, cap - tail, mark, cJSON_CreateString(name_buf))) {
         if (dirfd >= 0)
             close(dirfd);
         rr_respond_empty(w, c, 503);
@@ -205,8 +206,9 @@ void rr_filelist(struct web *w, struct conn *c, const struct rr_req *r)
             if (!have_st && fstatat(dirfd, d->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0)
                 continue; /* gone meanwhile */
             size_t before = pos;
+            size_t entry_mark = json_mark();
             if ((any && !put(buf, &pos, cap - tail, ",", 1)) ||
-                !put_json(buf, &pos, cap - tail, list_entry(kind, d->d_name, &st))) {
+                !put_json(buf, &pos, cap - tail, entry_mark, list_entry(kind, d->d_name, &st))) {
                 pos = before;
                 buf[pos] = '\0';
                 next = index - 1;
@@ -432,8 +434,11 @@ void rr_move(struct web *w, struct conn *c, const struct rr_req *r)
     bool ok = false;
     bool replace = rr_arg_yes(r, "deleteexisting");
     if (open_target(w, r, "old", rel_buf, &from_fd, &from_leaf)) {
-        if (open_target(w, r, "new", rel2_buf, &to_fd, &to_leaf)) {
-            if (replace) {
+        /* An upload's temp file is neither moved nor moved onto. */
+        if (!vol_reserved(rel_buf) && open_target(w, r, "new", rel2_buf, &to_fd, &to_leaf)) {
+            if (vol_reserved(rel2_buf)) {
+                ok = false;
+            } else if (replace) {
                 /* Replaces a file (or an empty folder) in one step. */
                 ok = renameat(from_fd, from_leaf, to_fd, to_leaf) == 0;
             } else {

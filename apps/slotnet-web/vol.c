@@ -31,6 +31,7 @@ int vol_parse(const char *in, char *rel, size_t cap)
         p += i + 1;
     }
     size_t o = 0;
+    unsigned depth = 0;
     while (*p) {
         while (*p == '/')
             p++;
@@ -46,7 +47,9 @@ int vol_parse(const char *in, char *rel, size_t cap)
             if ((unsigned char)p[k] < 0x20 || p[k] == '\\' || p[k] == 0x7f)
                 return VOL_BAD;
         if (!(n == 1 && p[0] == '.')) {
-            if (o + 1 + n + 1 > cap)
+            /* Bounded depth: every walk over a path (make, unmake, delete)
+             * stays a handful of calls on the loop. */
+            if (o + 1 + n + 1 > cap || ++depth > VOL_DEPTH_MAX)
                 return VOL_BAD;
             if (o > 0)
                 rel[o++] = '/';
@@ -59,6 +62,14 @@ int vol_parse(const char *in, char *rel, size_t cap)
         return VOL_BAD;
     rel[o] = '\0';
     return VOL_OK;
+}
+
+bool vol_reserved(const char *rel)
+{
+    /* "<name>.part" is an upload's temp file: an upload or a move that names
+     * one could overwrite another upload's data mid-flight. */
+    size_t n = strlen(rel);
+    return n >= 5 && strcmp(rel + n - 5, ".part") == 0;
 }
 
 unsigned vol_depth(const char *rel)

@@ -354,7 +354,10 @@ enum vol_result {
 };
 /* "0:/gcodes/a.g" (decoded) to "gcodes/a.g": no '.', '..' or empty
  * segments; "" is the folder itself. */
+#define VOL_DEPTH_MAX 16 /* folders a path may go down */
 int vol_parse(const char *in, char *rel, size_t cap);
+/* True for names reserved to uploads in flight ("*.part"). */
+bool vol_reserved(const char *rel);
 /* Opens the directory holding rel's last component and points *leaf at
  * that component (empty for the folder itself). With make, missing parents
  * are created; *made_from (may be NULL) says from which level on. No

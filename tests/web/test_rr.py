@@ -1402,6 +1402,32 @@ def case_status(b, w):
         srv.stop()
 
 
+def case_reserved(b, w):
+    """Names the server keeps for itself: an upload or a move may not name
+    another upload's temp file ("*.part"), and paths go at most 16 folders
+    deep, so no request can make the loop walk thousands of levels."""
+    srv = Server(b, w)
+    try:
+        st, body = srv.upload("0:/gcodes/a.g.part", b"B" * 100)
+        check(st == 200 and json.loads(body) == {"err": 1}, "upload onto a .part name: err 1")
+        check(not os.path.exists(srv.path("gcodes", "a.g.part")), "nothing written")
+        st, body = srv.upload("0:/gcodes/a.g", b"A" * 100)
+        check(json.loads(body) == {"err": 0}, "a normal upload still works")
+        r = srv.json("rr_move", old="0:/gcodes/a.g", new="0:/gcodes/b.g.part", deleteexisting="yes")
+        check(r["err"] == 1 and os.path.exists(srv.path("gcodes", "a.g")), "move onto a .part: err 1")
+        deep16 = "0:/" + "/".join(["d"] * 15) + "/x.g"
+        deep17 = "0:/" + "/".join(["d"] * 16) + "/x.g"
+        st, body = srv.upload(deep16, b"x")
+        check(json.loads(body) == {"err": 0}, "16 levels deep: accepted")
+        st, body = srv.upload(deep17, b"x")
+        check(json.loads(body) == {"err": 1}, "17 levels deep: err 1")
+        check(not os.path.exists(srv.path(*(["d"] * 16))), "nothing made for the refused one")
+        r = srv.json("rr_delete", name="0:/d", recursive="yes")
+        check(r["err"] == 0 and not os.path.exists(srv.path("d")), "the deepest allowed tree deletes")
+    finally:
+        srv.stop()
+
+
 CASES = {name[5:]: fn for name, fn in globals().items() if name.startswith("case_")}
 
 
