@@ -138,6 +138,7 @@ void upload_start(struct web *w, struct conn *c, const char *rel, int session, b
         .have_time = have_time,
         .mtime = mtime,
         .last_data = w->now,
+        .rate_since = w->now,
         .free_bufs = ALL_BUFS,
         .fill = -1,
     };
@@ -446,14 +447,29 @@ void upload_abort(struct web *w, struct conn *c)
     }
 }
 
+/* Below this an upload is a trickle holding one of the few upload entries
+ * (a byte now and then keeps it clear of the no-data rule); a 2G link
+ * still moves fifty times as much. */
+#define UPLOAD_MIN_BYTES_PER_S 1024u
+
 void upload_tick(struct web *w)
 {
     for (unsigned i = 0; i < MAX_UPLOADS; i++) {
         struct upload *u = &w->uploads[i];
+        if (!u->active || u->finishing || u->orphan || u->ending || u->dropping)
+            continue;
         /* RRF gives up after 8 s without data; so do we, after the session
          * timeout (8 s by default), since the session would end too. */
-        if (u->active && !u->finishing && !u->orphan && !u->ending && !u->dropping &&
-            sn_time_reached(w->now, u->last_data + w->session_timeout_ms))
+        bool gone = sn_time_reached(w->now, u->last_data + w->session_timeout_ms);
+        /* And over each window of that length, at least the minimum rate,
+         * unless it was our side (buffers with the writer) that held it. */
+        if (!gone && sn_time_reached(w->now, u->rate_since + w->session_timeout_ms)) {
+            uint64_t want = (uint64_t)UPLOAD_MIN_BYTES_PER_S * w->session_timeout_ms / 1000u;
+            gone = !u->stalled && u->inflight == 0 && u->received - u->rate_mark < want;
+            u->rate_since = w->now;
+            u->rate_mark = u->received;
+        }
+        if (gone)
             web_conn_terminate(w, &w->conns[u->conn]); /* drop_file discards it */
     }
 }

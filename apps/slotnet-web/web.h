@@ -134,6 +134,8 @@ struct upload {
     bool have_crc, have_time;
     int64_t mtime;
     uint32_t last_data; /* app clock of the last body bytes */
+    uint32_t rate_since; /* start of the current rate window */
+    uint64_t rate_mark;  /* received at rate_since */
     bool finishing;     /* handed to the worker; fd is its, dirfd only lent */
     bool orphan;        /* ...and its connection went away: no one to answer */
 };

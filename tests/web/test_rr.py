@@ -730,6 +730,24 @@ def case_upload_stall(b, w):
         check(closed_by_peer(s), "...and the connection ended")
         s.close()
         check(open(srv.path("gcodes", "keep.g"), "rb").read() == b"OLD", "old target kept")
+        # a trickle (a byte every 200 ms keeps clear of the no-data rule) is
+        # dropped once a window passes below the minimum rate
+        s = srv.raw()
+        s.sendall(upload_headers("0:/gcodes/keep.g", 100000))
+        t0 = time.time()
+        dropped = False
+        while time.time() - t0 < 5 and not dropped:
+            try:
+                s.sendall(b"x")
+            except OSError:
+                dropped = True
+                break
+            time.sleep(0.2)
+            dropped = closed_by_peer(s, 0.01)
+        check(dropped and time.time() - t0 < 3, "trickling upload dropped (%.1f s)" % (time.time() - t0))
+        s.close()
+        check(wait_for(lambda: not srv.parts_left(), 5), "...its .part deleted")
+        check(open(srv.path("gcodes", "keep.g"), "rb").read() == b"OLD", "old target kept")
         # a slow but steady upload is not a stalled one
         data = os.urandom(40000)
         s = srv.raw()
