@@ -107,6 +107,17 @@ static ph *conn_of(void *ch)
     return (h && h->kind == PH_CONN) ? h : NULL;
 }
 
+/* The connection behind ch, still open: 0, SN_EINVAL (not one of ours) or
+ * SN_ESTATE (closed or aborted, awaiting release). */
+static int open_conn(void *ch, ph **out)
+{
+    ph *h = conn_of(ch);
+    *out = h;
+    if (!h)
+        return SN_EINVAL;
+    return h->fd < 0 ? SN_ESTATE : 0;
+}
+
 static ph *lsn_of(void *lh)
 {
     ph *h = lh;
@@ -518,14 +529,24 @@ static void op_conn_state(void *be, void *ch, sn_bconn_state *st)
     st->error = h ? h->error : SN_EINVAL;
 }
 
+/* A failed recv/send: a dead connection is marked reset for the core. */
+static int io_error(ph *h, int e)
+{
+    int err = xlate(e);
+    if (err == SN_ECONNRESET || err == SN_ETIMEDOUT)
+        return mark_reset(h, err);
+    return err;
+}
+
 static int op_recv(void *be, void *ch, void *buf, size_t len)
 {
     (void)be;
-    ph *h = conn_of(ch);
-    if (!h || (!buf && len))
+    if (!buf && len)
         return SN_EINVAL;
-    if (h->fd < 0)
-        return SN_ESTATE;
+    ph *h;
+    int err = open_conn(ch, &h);
+    if (err < 0)
+        return err;
     if (h->flags & SN_BF_FAILED)
         return h->error;
     if (len == 0)
@@ -551,10 +572,7 @@ static int op_recv(void *be, void *ch, void *buf, size_t len)
     }
     if (e == EINTR)
         return 0;
-    int err = xlate(e);
-    if (err == SN_ECONNRESET || err == SN_ETIMEDOUT)
-        return mark_reset(h, err);
-    return err;
+    return io_error(h, e);
 }
 
 static void short_send(ph *h)
@@ -566,11 +584,12 @@ static void short_send(ph *h)
 static int op_send(void *be, void *ch, const void *buf, size_t len, bool push)
 {
     (void)be;
-    ph *h = conn_of(ch);
-    if (!h || (!buf && len))
+    if (!buf && len)
         return SN_EINVAL;
-    if (h->fd < 0)
-        return SN_ESTATE;
+    ph *h;
+    int err = open_conn(ch, &h);
+    if (err < 0)
+        return err;
     if (h->flags & (SN_BF_FAILED | SN_BF_RESET))
         return h->error;
     if (len == 0) {
@@ -595,20 +614,16 @@ static int op_send(void *be, void *ch, const void *buf, size_t len, bool push)
     }
     if (e == EINTR)
         return 0;
-    int err = xlate(e);
-    if (err == SN_ECONNRESET || err == SN_ETIMEDOUT)
-        return mark_reset(h, err);
-    return err;
+    return io_error(h, e);
 }
 
 static int op_tx_queued(void *be, void *ch, uint32_t *unsent, uint32_t *unacked)
 {
     (void)be;
-    ph *h = conn_of(ch);
-    if (!h)
-        return SN_EINVAL;
-    if (h->fd < 0)
-        return SN_ESTATE;
+    ph *h;
+    int err = open_conn(ch, &h);
+    if (err < 0)
+        return err;
     int nsd = 0, outq = 0;
     /* NSD first: it can only shrink meanwhile, so clamping covers the race. */
     if (ioctl(h->fd, SIOCOUTQNSD, &nsd) < 0 || ioctl(h->fd, SIOCOUTQ, &outq) < 0)
@@ -634,11 +649,10 @@ static int op_tx_queued(void *be, void *ch, uint32_t *unsent, uint32_t *unacked)
 static int op_rx_avail(void *be, void *ch)
 {
     (void)be;
-    ph *h = conn_of(ch);
-    if (!h)
-        return SN_EINVAL;
-    if (h->fd < 0)
-        return SN_ESTATE;
+    ph *h;
+    int err = open_conn(ch, &h);
+    if (err < 0)
+        return err;
     int n = 0;
     if (ioctl(h->fd, FIONREAD, &n) < 0)
         return xlate(errno);
@@ -653,11 +667,10 @@ static int op_rx_avail(void *be, void *ch)
 static int op_tx_space(void *be, void *ch)
 {
     (void)be;
-    ph *h = conn_of(ch);
-    if (!h)
-        return SN_EINVAL;
-    if (h->fd < 0)
-        return SN_ESTATE;
+    ph *h;
+    int err = open_conn(ch, &h);
+    if (err < 0)
+        return err;
     if (h->flags & (SN_BF_FAILED | SN_BF_RESET) || h->connecting)
         return 0;
     int sndbuf = 0, outq = 0;

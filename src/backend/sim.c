@@ -1126,6 +1126,20 @@ static void op_conn_state(void *be, void *ch, sn_bconn_state *st)
     }
 }
 
+/* Take up to len received bytes out of one end's receive ring. */
+static size_t take_rx(sim_end *E, void *buf, size_t len)
+{
+    uint64_t avail = E->r_top - E->r_read;
+    if (avail == 0 || len == 0)
+        return 0;
+    size_t n = (size_t)min64(avail, len);
+    if (n > INT32_MAX)
+        n = INT32_MAX;
+    ring_get(E->rbuf, E->rcap, E->r_read, buf, n);
+    E->r_read += n;
+    return n;
+}
+
 static int op_recv(void *be, void *ch, void *buf, size_t len)
 {
     sn_sim *s = be;
@@ -1134,13 +1148,8 @@ static int op_recv(void *be, void *ch, void *buf, size_t len)
     if (L == NULL)
         return SN_ESTALE;
     sim_end *E = &L->e[0];
-    uint64_t avail = E->r_top - E->r_read;
-    if (avail > 0 && len > 0) {
-        size_t n = (size_t)min64(avail, len);
-        if (n > INT32_MAX)
-            n = INT32_MAX;
-        ring_get(E->rbuf, E->rcap, E->r_read, buf, n);
-        E->r_read += n;
+    size_t n = take_rx(E, buf, len);
+    if (n > 0) {
         L->core_read += n;
         touch(s, L); /* the window opened */
         tr(s, "recv", L->idx, 0, (int64_t)n);
@@ -1681,13 +1690,8 @@ int sn_sim_peer_read(sn_sim *sim, sn_sim_peer p, void *buf, size_t len)
     if (L == NULL)
         return SN_ESTALE;
     sim_end *Y = &L->e[1];
-    uint64_t avail = Y->r_top - Y->r_read;
-    if (avail > 0 && len > 0) {
-        size_t n = (size_t)min64(avail, len);
-        if (n > INT32_MAX)
-            n = INT32_MAX;
-        ring_get(Y->rbuf, Y->rcap, Y->r_read, buf, n);
-        Y->r_read += n;
+    size_t n = take_rx(Y, buf, len);
+    if (n > 0) {
         L->peer_read += n;
         touch(sim, L);
         tr(sim, "peer-read", L->idx, len, (int64_t)n);
