@@ -9,6 +9,8 @@ BIN=${1:?usage: test_web.sh BIN WWW [extra server options]}
 WWW=${2:?usage: test_web.sh BIN WWW [extra server options]}
 shift 2
 EXTRA=("$@")
+# The raw-HTTP helpers the embedded Python checks share with tests/web.
+export PYTHONPATH="$(cd "$(dirname "$0")/../../tests/common" && pwd)${PYTHONPATH:+:$PYTHONPATH}"
 
 for tool in curl python3; do
   command -v "$tool" >/dev/null 2>&1 || { echo "SKIP: $tool not found"; exit 77; }
@@ -155,27 +157,7 @@ bad = 0
 def connect():
     return socket.create_connection(("127.0.0.1", PORT), 5)
 
-def read_response(s, buf=b"", is_head=False):
-    """One response from s (needs Content-Length); returns (status, headers, body, rest)."""
-    while b"\r\n\r\n" not in buf:
-        chunk = s.recv(65536)
-        if not chunk:
-            raise EOFError("closed before a response header: %r" % buf)
-        buf += chunk
-    head, _, buf = buf.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split()[1])
-    headers = {}
-    for line in lines[1:]:
-        k, _, v = line.partition(":")
-        headers[k.strip().lower()] = v.strip()
-    n = 0 if is_head else int(headers.get("content-length", "0"))
-    while len(buf) < n:
-        chunk = s.recv(65536)
-        if not chunk:
-            raise EOFError("closed mid-body")
-        buf += chunk
-    return status, headers, buf[:n], buf[n:]
+from httpraw import read_response
 
 def closed_by_server(s):
     try:

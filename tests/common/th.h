@@ -196,6 +196,15 @@ static inline sn_sim_peer th_start(th *h, sn_sim_peer_mode mode, sn_id *id)
     return th_client(h, &ep, mode, id);
 }
 
+/* The same with the listener's port and limit chosen, its endpoint returned. */
+static inline sn_sim_peer th_start_at(th *h, sn_endpoint *ep, uint16_t port, uint8_t max,
+                                      sn_sim_peer_mode mode, sn_id *id)
+{
+    th_init(h, NULL, NULL);
+    *ep = th_listen(h, port, max, 0);
+    return th_client(h, ep, mode, id);
+}
+
 static inline int th_pred_free(th *h, void *arg) { return th_state(h, *(sn_id *)arg) == SN_FREE; }
 
 static inline sn_sim_link_info th_info(th *h, sn_sim_peer p)

@@ -58,10 +58,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     fx *f = *state;
-    nu_rlimit_restore();
-    for (int i = 0; i < f->ncfd; i++)
-        if (f->cfd[i] >= 0)
-            close(f->cfd[i]);
+    nu_teardown_clients(f->cfd, f->ncfd);
     sn_posix_destroy(f->be);
     free(f->mem[0]);
     free(f->mem[1]);

@@ -181,3 +181,11 @@ void nu_fill(uint8_t *buf, size_t len, uint32_t seed)
         buf[i] = (uint8_t)x;
     }
 }
+
+void nu_teardown_clients(int *fd, int n)
+{
+    nu_rlimit_restore();
+    for (int i = 0; i < n; i++)
+        if (fd[i] >= 0)
+            close(fd[i]);
+}

@@ -50,6 +50,9 @@ int nu_lowest_free_fd(void);
 int nu_rlimit_set(unsigned long soft);
 void nu_rlimit_restore(void);
 
+/* A fixture's end: the descriptor limit restored, every open client fd closed. */
+void nu_teardown_clients(int *fd, int n);
+
 /* Deterministic test payload. */
 void nu_fill(uint8_t *buf, size_t len, uint32_t seed);
 

@@ -368,10 +368,9 @@ static void test_row13_stopped_listener_entry_reused(void **state)
 {
     (void)state;
     th h;
-    th_init(&h, NULL, NULL);
-    sn_endpoint ftp = th_listen(&h, 21, 1, 0);
+    sn_endpoint ftp;
     sn_id old;
-    th_client(&h, &ftp, SN_SIM_PEER_AUTO_READ, &old);
+    th_start_at(&h, &ftp, 21, 1, SN_SIM_PEER_AUTO_READ, &old);
     assert_int_equal(sn_listen(h.core, &ftp, 0, 0, 0), 0);
     sn_endpoint data = th_listen(&h, 2121, 2, 0); /* takes the freed entry */
     assert_int_equal(sn_close(h.core, old), 0);

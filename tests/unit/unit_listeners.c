@@ -139,10 +139,9 @@ static void test_abort_lets_waiting_in(void **state)
 {
     (void)state;
     th h;
-    th_init(&h, NULL, NULL);
-    sn_endpoint ep = th_listen(&h, 80, 1, 0);
+    sn_endpoint ep;
     sn_id a;
-    sn_sim_peer pa = th_client(&h, &ep, SN_SIM_PEER_AUTO_READ, &a);
+    sn_sim_peer pa = th_start_at(&h, &ep, 80, 1, SN_SIM_PEER_AUTO_READ, &a);
     sn_sim_peer waiting;
     assert_int_equal(sn_sim_client_connect(h.sim, &ep, &waiting), 0);
     th_run(&h, 20);

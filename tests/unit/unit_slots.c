@@ -94,10 +94,9 @@ static void test_bad_arguments(void **state)
 {
     (void)state;
     th h;
-    th_init(&h, NULL, NULL);
-    sn_endpoint ep = th_listen(&h, 80, 2, 0);
+    sn_endpoint ep;
     sn_id id;
-    th_client(&h, &ep, SN_SIM_PEER_AUTO_READ, &id);
+    th_start_at(&h, &ep, 80, 2, SN_SIM_PEER_AUTO_READ, &id);
     assert_int_equal(sn_write(h.core, id, NULL, 5, 0), SN_EINVAL);
     assert_int_equal(sn_write(h.core, id, "x", 1, 0x80u), SN_EINVAL);
     assert_int_equal(sn_read(h.core, id, NULL, 5), SN_EINVAL);

@@ -25,6 +25,9 @@ import time
 import urllib.parse
 import zlib
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "common"))
+from httpraw import read_response  # noqa: E402
+
 DATE_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d$")
 MODEL_KEYS = ["boards", "directories", "fans", "global", "heat", "inputs", "job", "ledStrips",
               "limits", "move", "network", "sensors", "spindles", "state", "tools", "volumes"]
@@ -190,27 +193,6 @@ class Server:
         return json.loads(body)
 
 
-def read_response(s, buf=b""):
-    """One HTTP response from a raw socket: (status, headers, body, rest)."""
-    while b"\r\n\r\n" not in buf:
-        chunk = s.recv(65536)
-        if not chunk:
-            raise EOFError("closed before a response: %r" % buf)
-        buf += chunk
-    head, _, buf = buf.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split()[1])
-    headers = {}
-    for line in lines[1:]:
-        k, _, v = line.partition(":")
-        headers[k.strip().lower()] = v.strip()
-    n = int(headers.get("content-length", "0"))
-    while len(buf) < n:
-        chunk = s.recv(65536)
-        if not chunk:
-            raise EOFError("closed mid-body")
-        buf += chunk
-    return status, headers, buf[:n], buf[n:]
 
 
 def closed_by_peer(s, timeout=3):
