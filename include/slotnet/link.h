@@ -42,6 +42,7 @@ enum {
     SN_LINK_CMD_LISTEN = 7,     /* sn_listen */
     SN_LINK_CMD_NET_STATUS = 9, /* table-wide status */
     SN_LINK_CMD_DIAG = 32,      /* sn_report text, paged */
+    SN_LINK_CMD_STATS = 33,     /* sn_stats counters */
 };
 
 /* Request flags (the seed's, and the same bits as sn_write's flags). */
@@ -183,9 +184,13 @@ typedef struct sn_link_args {
 void sn_link_args_encode(const sn_link_args *a, uint8_t out[SN_LINK_ARGS_LEN]);
 int sn_link_args_decode(const uint8_t *in, size_t len, sn_link_args *a);
 
-/* Get-status reply data: the seed's 20 bytes, widened to 28 for 32-slot
- * bitmaps and the slot's handle. readable and write_space saturate at 65535. */
-#define SN_LINK_STATUS_LEN 28u
+/* The link serves at most 16 slots: the status reply's bitmaps are the
+ * seed's 16 bits. */
+#define SN_LINK_SLOTS_MAX 16u
+
+/* Get-status reply data: the seed's 20 bytes. readable and write_space
+ * saturate at 65535. */
+#define SN_LINK_STATUS_LEN 20u
 typedef struct sn_link_status {
     uint8_t state;         /* sn_state wire value */
     uint8_t slot;
@@ -196,29 +201,47 @@ typedef struct sn_link_status {
     uint32_t remote_addr;  /* host order */
     uint32_t readable;
     uint32_t write_space;
-    uint32_t connected;    /* bit i: slot i connected */
-    uint32_t closed;       /* bit i: slot i other-end-closed or aborted */
-    uint32_t handle;       /* sn_id of the slot, 0 when free */
+    uint16_t connected;    /* bit i: slot i connected */
+    uint16_t closed;       /* bit i: slot i other-end-closed or aborted */
 } sn_link_status;
 
 void sn_link_status_encode(const sn_link_status *s, uint8_t out[SN_LINK_STATUS_LEN]);
 /* SN_LINK_E_PARAM if len is not SN_LINK_STATUS_LEN or state is not a state. */
 int sn_link_status_decode(const uint8_t *in, size_t len, sn_link_status *s);
 
-/* Network-status reply data (20 bytes). */
+/* Network-status reply data: a 20-byte table-wide part, then each slot's
+ * handle (u32, 0 when free), so one request tells the host what changed. */
 #define SN_LINK_NET_STATUS_LEN 20u
+#define SN_LINK_NET_STATUS_SIZE(slots) (SN_LINK_NET_STATUS_LEN + 4u * (slots))
 typedef struct sn_link_net_status {
-    uint8_t slots;
+    uint8_t slots;         /* 1..SN_LINK_SLOTS_MAX */
     uint16_t data_max;     /* SN_LINK_DATA_MAX */
-    uint32_t in_use;       /* bit i: slot i not free */
-    uint32_t connected;
-    uint32_t closed;
     uint16_t backlog_now;
     uint16_t backlog_peak;
+    uint16_t in_use;       /* bit i: slot i not free */
+    uint16_t connected;    /* bit i: connected */
+    uint16_t closed;       /* bit i: other-end-closed or aborted */
+    uint16_t readable;     /* bit i: bytes wait to be read */
+    uint16_t writable;     /* bit i: connected or other-end-closed, and a write would take bytes */
+    uint16_t aborted;      /* bit i: aborted (needs an abort or close to acknowledge) */
+    uint32_t handle[SN_LINK_SLOTS_MAX];
 } sn_link_net_status;
 
-void sn_link_net_status_encode(const sn_link_net_status *s, uint8_t out[SN_LINK_NET_STATUS_LEN]);
+/* out holds SN_LINK_NET_STATUS_SIZE(s->slots) bytes; returns that length. */
+size_t sn_link_net_status_encode(const sn_link_net_status *s, uint8_t *out);
+/* SN_LINK_E_PARAM unless len matches the slot count it carries. */
 int sn_link_net_status_decode(const uint8_t *in, size_t len, sn_link_net_status *s);
+
+/* Statistics reply data: every sn_stats field as a u32, in the order of
+ * struct sn_stats (poll_hist last). */
+#define SN_LINK_STATS_FIELDS 34u
+#define SN_LINK_STATS_LEN (4u * SN_LINK_STATS_FIELDS)
+
+/* The attention byte: sent by the device outside any frame, at most once
+ * between two requests, when what the last network status showed has
+ * changed (the seed's "ready" line). Receivers that ignore it see garbage,
+ * which the decoder skips. */
+#define SN_LINK_ATTENTION 0x21u
 
 /* Little-endian helpers, exported for the daemon and host library. */
 static inline void sn_link_put16(uint8_t *p, uint16_t v)

@@ -50,9 +50,8 @@ void sn_link_status_encode(const sn_link_status *s, uint8_t out[SN_LINK_STATUS_L
     put_addr(out + 8, s->remote_addr);
     sn_link_put16(out + 12, sat16(s->readable));
     sn_link_put16(out + 14, sat16(s->write_space));
-    sn_link_put32(out + 16, s->connected);
-    sn_link_put32(out + 20, s->closed);
-    sn_link_put32(out + 24, s->handle);
+    sn_link_put16(out + 16, s->connected);
+    sn_link_put16(out + 18, s->closed);
 }
 
 int sn_link_status_decode(const uint8_t *in, size_t len, sn_link_status *s)
@@ -71,35 +70,48 @@ int sn_link_status_decode(const uint8_t *in, size_t len, sn_link_status *s)
     s->remote_addr = get_addr(in + 8);
     s->readable = sn_link_get16(in + 12);
     s->write_space = sn_link_get16(in + 14);
-    s->connected = sn_link_get32(in + 16);
-    s->closed = sn_link_get32(in + 20);
-    s->handle = sn_link_get32(in + 24);
+    s->connected = sn_link_get16(in + 16);
+    s->closed = sn_link_get16(in + 18);
     return 0;
 }
 
-void sn_link_net_status_encode(const sn_link_net_status *s, uint8_t out[SN_LINK_NET_STATUS_LEN])
+size_t sn_link_net_status_encode(const sn_link_net_status *s, uint8_t *out)
 {
-    out[0] = s->slots;
+    unsigned n = s->slots > SN_LINK_SLOTS_MAX ? SN_LINK_SLOTS_MAX : s->slots;
+    out[0] = (uint8_t)n;
     out[1] = 0; /* reserved */
     sn_link_put16(out + 2, s->data_max);
-    sn_link_put32(out + 4, s->in_use);
-    sn_link_put32(out + 8, s->connected);
-    sn_link_put32(out + 12, s->closed);
-    sn_link_put16(out + 16, s->backlog_now);
-    sn_link_put16(out + 18, s->backlog_peak);
+    sn_link_put16(out + 4, s->backlog_now);
+    sn_link_put16(out + 6, s->backlog_peak);
+    sn_link_put16(out + 8, s->in_use);
+    sn_link_put16(out + 10, s->connected);
+    sn_link_put16(out + 12, s->closed);
+    sn_link_put16(out + 14, s->readable);
+    sn_link_put16(out + 16, s->writable);
+    sn_link_put16(out + 18, s->aborted);
+    for (unsigned i = 0; i < n; i++)
+        sn_link_put32(out + SN_LINK_NET_STATUS_LEN + 4 * i, s->handle[i]);
+    return SN_LINK_NET_STATUS_SIZE(n);
 }
 
 int sn_link_net_status_decode(const uint8_t *in, size_t len, sn_link_net_status *s)
 {
-    if (in == NULL || len != SN_LINK_NET_STATUS_LEN)
+    if (in == NULL || len < SN_LINK_NET_STATUS_LEN)
+        return SN_LINK_E_PARAM;
+    if (in[0] < 1 || in[0] > SN_LINK_SLOTS_MAX || len != SN_LINK_NET_STATUS_SIZE(in[0]))
         return SN_LINK_E_PARAM;
     memset(s, 0, sizeof *s);
     s->slots = in[0];
     s->data_max = sn_link_get16(in + 2);
-    s->in_use = sn_link_get32(in + 4);
-    s->connected = sn_link_get32(in + 8);
-    s->closed = sn_link_get32(in + 12);
-    s->backlog_now = sn_link_get16(in + 16);
-    s->backlog_peak = sn_link_get16(in + 18);
+    s->backlog_now = sn_link_get16(in + 4);
+    s->backlog_peak = sn_link_get16(in + 6);
+    s->in_use = sn_link_get16(in + 8);
+    s->connected = sn_link_get16(in + 10);
+    s->closed = sn_link_get16(in + 12);
+    s->readable = sn_link_get16(in + 14);
+    s->writable = sn_link_get16(in + 16);
+    s->aborted = sn_link_get16(in + 18);
+    for (unsigned i = 0; i < s->slots; i++)
+        s->handle[i] = sn_link_get32(in + SN_LINK_NET_STATUS_LEN + 4 * i);
     return 0;
 }

@@ -494,13 +494,13 @@ static void test_payloads(void **state)
     assert_int_equal(a2.max_conns, a.max_conns);
     assert_int_equal(sn_link_args_decode(ab, 7, &a2), SN_LINK_E_PARAM);
 
-    sn_link_status st = {.state = SN_CLOSE_PENDING, .slot = 31, .protocol = 2,
+    sn_link_status st = {.state = SN_CLOSE_PENDING, .slot = 15, .protocol = 2,
                          .last_error = SN_LINK_E_CONNRESET, .local_port = 80,
                          .remote_port = 51234, .remote_addr = 0xC0A80102u, .readable = 1234,
-                         .write_space = 70000, .connected = 0x80000001u,
-                         .closed = 0x40000000u, .handle = 0xFFFFFF1Fu};
+                         .write_space = 70000, .connected = 0x8001u, .closed = 0x4000u};
     sn_link_status st2;
     uint8_t sb[SN_LINK_STATUS_LEN];
+    assert_int_equal(sizeof sb, 20); /* the seed's size, which hosts rely on */
     sn_link_status_encode(&st, sb);
     assert_int_equal(sn_link_status_decode(sb, sizeof sb, &st2), 0);
     assert_int_equal(st2.state, st.state);
@@ -514,7 +514,8 @@ static void test_payloads(void **state)
     assert_int_equal(st2.write_space, 0xFFFF); /* saturates, never wraps */
     assert_int_equal(st2.connected, st.connected);
     assert_int_equal(st2.closed, st.closed);
-    assert_int_equal(st2.handle, st.handle);
+    assert_int_equal(sb[16], 0x01); /* little-endian bitmaps */
+    assert_int_equal(sb[17], 0x80);
     assert_int_equal(sn_link_status_decode(sb, sizeof sb - 1, &st2), SN_LINK_E_PARAM);
     sb[0] = 6; /* the seed's unused closeReady */
     assert_int_equal(sn_link_status_decode(sb, sizeof sb, &st2), SN_LINK_E_PARAM);
@@ -522,20 +523,33 @@ static void test_payloads(void **state)
     assert_int_equal(sn_link_status_decode(sb, sizeof sb, &st2), 0);
     assert_int_equal(st2.state, SN_ALLOCATED);
 
-    sn_link_net_status ns = {.slots = 32, .data_max = SN_LINK_DATA_MAX, .in_use = 0xF0F0F0F0u,
-                             .connected = 0x30303030u, .closed = 0xC0C0C0C0u,
-                             .backlog_now = 3, .backlog_peak = 9}, ns2;
-    uint8_t nb[SN_LINK_NET_STATUS_LEN];
-    sn_link_net_status_encode(&ns, nb);
-    assert_int_equal(sn_link_net_status_decode(nb, sizeof nb, &ns2), 0);
+    sn_link_net_status ns = {.slots = 3, .data_max = SN_LINK_DATA_MAX, .in_use = 0x0007u,
+                             .connected = 0x0003u, .closed = 0x0004u, .readable = 0x0001u,
+                             .writable = 0x0002u, .aborted = 0x0004u, .backlog_now = 3,
+                             .backlog_peak = 9, .handle = {0x101u, 0xFFFFFF01u, 0x2202u}},
+                      ns2;
+    uint8_t nb[SN_LINK_NET_STATUS_SIZE(SN_LINK_SLOTS_MAX)];
+    size_t nlen = sn_link_net_status_encode(&ns, nb);
+    assert_int_equal(nlen, 20 + 3 * 4);
+    assert_int_equal(sn_link_net_status_decode(nb, nlen, &ns2), 0);
     assert_int_equal(ns2.slots, ns.slots);
     assert_int_equal(ns2.data_max, ns.data_max);
     assert_int_equal(ns2.in_use, ns.in_use);
     assert_int_equal(ns2.connected, ns.connected);
     assert_int_equal(ns2.closed, ns.closed);
+    assert_int_equal(ns2.readable, ns.readable);
+    assert_int_equal(ns2.writable, ns.writable);
+    assert_int_equal(ns2.aborted, ns.aborted);
     assert_int_equal(ns2.backlog_now, ns.backlog_now);
     assert_int_equal(ns2.backlog_peak, ns.backlog_peak);
+    for (unsigned i = 0; i < 3; i++)
+        assert_int_equal(ns2.handle[i], ns.handle[i]);
+    assert_int_equal(sn_link_net_status_decode(nb, nlen - 1, &ns2), SN_LINK_E_PARAM);
     assert_int_equal(sn_link_net_status_decode(nb, 19, &ns2), SN_LINK_E_PARAM);
+    nb[0] = SN_LINK_SLOTS_MAX + 1; /* more slots than the bitmaps hold */
+    assert_int_equal(sn_link_net_status_decode(nb, SN_LINK_NET_STATUS_SIZE(SN_LINK_SLOTS_MAX + 1),
+                                               &ns2),
+                     SN_LINK_E_PARAM);
 }
 
 /* Every core error survives the link; the seed's numbers are kept. */
