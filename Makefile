@@ -43,3 +43,12 @@ bench: build
 
 clean:
 	rm -rf $(BUILD)
+
+# libFuzzer harnesses (fuzz/, clang): each target FUZZ_SECONDS from its corpus;
+# new inputs go to build/fuzz/new/ (FUZZ_MERGE=1 merges them into fuzz/corpus/),
+# crashes to build/fuzz/findings/; a summary line per target.
+FUZZ_SECONDS ?= 60
+.PHONY: fuzz
+fuzz:
+	@sh tools/install-deps.sh test
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) bash fuzz/run.sh fuzz

@@ -1,12 +1,13 @@
 #!/bin/sh
 # Installs the Debian packages slotnet needs, if missing: `install-deps.sh`
 # for building and running, `install-deps.sh test` adds what the test suite
-# drives (headless Chromium). bench/vs-nginx.sh installs nginx itself.
+# drives (headless Chromium; clang and its libFuzzer runtime for fuzz/).
+# bench/vs-nginx.sh installs nginx itself.
 # As root it runs apt-get; otherwise it prints the exact line to run.
 set -e
-PKGS="make gcc libc6-dev cmake pkg-config libcmocka-dev libhttp-parser-dev libcjson-dev zlib1g-dev python3 curl iproute2 gnuplot-nox"
+PKGS="make gcc libc6-dev cmake pkg-config libcmocka-dev libhttp-parser-dev libcjson-dev zlib1g-dev python3 curl iproute2 gnuplot-nox liblwip-dev"
 case "${1:-}" in
-  test) PKGS="$PKGS chromium" ;;
+  test) PKGS="$PKGS chromium clang libclang-rt-14-dev" ;; # clang + libFuzzer: fuzz/
   "") ;;
   *) echo "usage: $0 [test]" >&2; exit 2 ;;
 esac

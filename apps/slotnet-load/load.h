@@ -188,6 +188,9 @@ struct status_snap {
     bool has_turn_us, has_turn_hist;
     uint64_t longest_turn_us;
     uint64_t turns, slow_turns; /* loop turns in all, and those over 1 ms */
+    /* slotnet-web --link: the round trips to slotnetd, {"link": {...}} */
+    bool has_link;
+    uint64_t link_p50_us, link_p99_us, link_max_us, link_requests, link_timeouts;
 };
 
 /* Parses a /status body; own_port is the monitor's local port. */

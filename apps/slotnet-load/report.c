@@ -240,6 +240,14 @@ void report_print(FILE *f, const struct result *r)
             fprintf(f, "             loop turns over 1 ms during the run: %llu of %llu\n",
                     (unsigned long long)(r->final.slow_turns - r->first.slow_turns),
                     (unsigned long long)(r->final.turns - r->first.turns));
+        if (r->final.valid && r->final.has_link)
+            fprintf(f, "             link round trip p50 %llu us  p99 %llu us  max %llu us "
+                       "(%llu requests, %llu timed out)\n",
+                    (unsigned long long)r->final.link_p50_us,
+                    (unsigned long long)r->final.link_p99_us,
+                    (unsigned long long)r->final.link_max_us,
+                    (unsigned long long)r->final.link_requests,
+                    (unsigned long long)r->final.link_timeouts);
         if (r->final.valid && r->final.has_rejected && r->first.has_rejected)
             fprintf(f, "             %llu connections reset by the server with its wait queue full\n",
                     (unsigned long long)(r->final.rejected - r->first.rejected));
@@ -364,6 +372,17 @@ static cJSON *build_json(const struct result *r)
     add_maybe(srv, "loop_turns_over_1ms", turns, (double)(fin->slow_turns - first->slow_turns));
     add_maybe(srv, "rejected_during_run", fin->valid && fin->has_rejected && first->has_rejected,
               (double)(fin->rejected - first->rejected));
+    /* The server's round trips to slotnetd, when it runs over the link. */
+    if (fin->valid && fin->has_link) {
+        cJSON *link = cJSON_AddObjectToObject(srv, "link");
+        cJSON_AddNumberToObject(link, "rtt_p50_us", (double)fin->link_p50_us);
+        cJSON_AddNumberToObject(link, "rtt_p99_us", (double)fin->link_p99_us);
+        cJSON_AddNumberToObject(link, "rtt_max_us", (double)fin->link_max_us);
+        cJSON_AddNumberToObject(link, "requests", (double)fin->link_requests);
+        cJSON_AddNumberToObject(link, "timeouts", (double)fin->link_timeouts);
+    } else {
+        cJSON_AddNullToObject(srv, "link");
+    }
     if (r->final_valid) {
         cJSON_AddNumberToObject(srv, "slots", r->final.nslots);
         cJSON_AddBoolToObject(srv, "slots_free_at_end", r->slots_free);
@@ -444,9 +463,13 @@ bool report_csv(const char *file, const struct result *r)
         fprintf(stderr, PROG ": %s: %s\n", file, strerror(errno));
         return false;
     }
+    /* Link round trips as three more columns, only for a server on the
+     * link: the columns the plot reads stay where they are. */
+    bool link = r->final.valid && r->final.has_link;
     fprintf(f, "t_s,req_per_s,conn_per_s,failures,upload_mb_s,open_conns,slots_free,"
                "slots_connected,slots_other_end_closed,slots_close_pending,slots_other,"
-               "slots_monitor,backlog,lat_max_ms\n");
+               "slots_monitor,backlog,lat_max_ms%s\n",
+            link ? ",link_rtt_p50_us,link_rtt_p99_us,link_rtt_max_us" : "");
     for (size_t i = 0; i < r->nrows; i++) {
         const struct row *w = &r->rows[i];
         fprintf(f, "%.2f,%.1f,%.1f,%llu,%.2f,%llu", w->t, w->req_s, w->conn_s,
@@ -463,7 +486,13 @@ bool report_csv(const char *file, const struct result *r)
         } else {
             fprintf(f, ",,,,,,,");
         }
-        fprintf(f, ",%.2f\n", w->lat_max_ms);
+        fprintf(f, ",%.2f", w->lat_max_ms);
+        if (link && s->valid && s->has_link)
+            fprintf(f, ",%llu,%llu,%llu", (unsigned long long)s->link_p50_us,
+                    (unsigned long long)s->link_p99_us, (unsigned long long)s->link_max_us);
+        else if (link)
+            fprintf(f, ",,,");
+        fprintf(f, "\n");
     }
     bool ok = !ferror(f);
     if (fclose(f) != 0)

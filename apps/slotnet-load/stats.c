@@ -175,6 +175,15 @@ bool status_parse(const char *body, size_t len, unsigned own_port, struct status
     s->has_turn_us = number(loop, "longest_turn_us", &s->longest_turn_us);
     s->has_turn_hist = hist_over_1ms(cJSON_GetObjectItemCaseSensitive(loop, "turn_hist"),
                                      "turns", &s->turns, &s->slow_turns);
+    /* slotnet-web over the link: its request round trips to slotnetd. */
+    const cJSON *link = cJSON_GetObjectItemCaseSensitive(root, "link");
+    s->has_link = cJSON_IsObject(link) && number(link, "rtt_p50_us", &s->link_p50_us) &&
+                  number(link, "rtt_p99_us", &s->link_p99_us) &&
+                  number(link, "rtt_max_us", &s->link_max_us);
+    if (s->has_link) {
+        number(link, "requests", &s->link_requests);
+        number(link, "timeouts", &s->link_timeouts);
+    }
     s->valid = true;
     cJSON_Delete(root);
     return true;

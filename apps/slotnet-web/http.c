@@ -41,9 +41,17 @@
  * the loop to itself. The rest waits for web_resume(). */
 #define REQUESTS_PER_TURN 8u
 
-/* Upload body bytes one connection may move in one turn, so the other
- * slots get theirs between its pieces. */
-#define UPLOAD_BYTES_PER_TURN (256u * 1024u)
+/* Body bytes one connection may move in one turn, either way (an upload
+ * read, a response written), so the other slots get theirs between its
+ * pieces. Over the link every 2 KiB is a round trip of some 50 us: there a
+ * turn's share is smaller, to keep a turn near a millisecond. */
+#define BYTES_PER_TURN (256u * 1024u)
+#define LINK_BYTES_PER_TURN (32u * 1024u)
+
+static size_t turn_bytes(const struct web *w)
+{
+    return web_net_is_link(w) ? LINK_BYTES_PER_TURN : BYTES_PER_TURN;
+}
 
 /* ---- Parser callbacks -------------------------------------------------- */
 
@@ -204,7 +212,7 @@ static void conn_start(struct conn *c, sn_id id, uint32_t now)
  * late FREED for the old id then fails the id check like any leftover. */
 static void forget_if_freed(struct web *w, struct conn *c, sn_id id)
 {
-    if (id != SN_ID_NONE && c->id == id && sn_slot_id(w->core, sn_id_index(id)) != id) {
+    if (id != SN_ID_NONE && c->id == id && web_net_slot_id(w, sn_id_index(id)) != id) {
         drop_file(c);
         c->phase = PH_CLOSING;
         c->id = SN_ID_NONE;
@@ -217,7 +225,7 @@ static void conn_close(struct web *w, struct conn *c)
     sn_id id = c->id;
     drop_file(c);
     c->phase = PH_CLOSING;
-    sn_close(w->core, id);
+    web_net_close(w, id);
     forget_if_freed(w, c, id);
 }
 
@@ -226,7 +234,7 @@ void web_conn_terminate(struct web *w, struct conn *c)
     sn_id id = c->id;
     drop_file(c);
     c->phase = PH_CLOSING;
-    sn_terminate(w->core, id);
+    web_net_terminate(w, id);
     forget_if_freed(w, c, id);
 }
 
@@ -264,9 +272,9 @@ static void next_request(struct conn *c)
 }
 
 /* Writes as much as the core takes. True once the whole response is out
- * and the connection stays open; false while it waits for SN_EV_WRITABLE
- * or once it is closing. */
-static bool pump(struct web *w, struct conn *c)
+ * and the connection stays open; false while it waits for SN_EV_WRITABLE,
+ * has had its turn's share (*moved, web_resume continues) or is closing. */
+static bool pump(struct web *w, struct conn *c, size_t *moved)
 {
     while (c->phase == PH_WRITE) {
         if (c->out_off == c->out_len) {
@@ -283,8 +291,12 @@ static bool pump(struct web *w, struct conn *c)
         unsigned flags = 0;
         if (last)
             flags = SN_WRITE_PUSH | (c->close_after ? SN_WRITE_CLOSE_AFTER : 0u);
+        if (*moved >= turn_bytes(w)) {
+            c->resume = true;
+            return false;
+        }
         size_t want = c->out_len - c->out_off;
-        int n = sn_write(w->core, c->id, c->out + c->out_off, want, flags);
+        int n = web_net_write(w, c->id, c->out + c->out_off, want, flags);
         if (n == SN_EAGAIN || n == SN_ENOMEM)
             n = 0; /* documented as never fatal; same as a full buffer */
         if (n < 0) {
@@ -294,6 +306,7 @@ static bool pump(struct web *w, struct conn *c)
         if (n > 0)
             c->last_active = w->now;
         c->out_off += (size_t)n;
+        *moved += (size_t)n;
         if ((size_t)n < want)
             return false; /* the rest goes on SN_EV_WRITABLE */
         if (last && c->close_after) {
@@ -387,7 +400,7 @@ static void respond_status(struct web *w, struct conn *c)
     static char snap[BODY_CAP];
     static size_t snap_len;
     static uint32_t snap_pass, snap_requests;
-    uint32_t pass = sn_stats_get(w->core)->poll_passes;
+    uint32_t pass = web_net_passes(w);
     size_t len;
     if (snap_len > 0 && pass == snap_pass && w->requests - snap_requests < 64u) {
         len = snap_len;
@@ -541,7 +554,7 @@ static void parse(struct web *w, struct conn *c)
  * upload (its temp file deleted by drop_file) dies with it. */
 static int read_some(struct web *w, struct conn *c, char *buf, size_t len)
 {
-    int n = sn_read(w->core, c->id, buf, len);
+    int n = web_net_read(w, c->id, buf, len);
     if (n > 0) {
         c->last_active = w->now;
         return n;
@@ -555,7 +568,7 @@ static int read_some(struct web *w, struct conn *c, char *buf, size_t len)
 }
 
 /* One turn of an upload: feed the parser what we hold (on_body copies it
- * for the writer), then read more, up to UPLOAD_BYTES_PER_TURN. The headers
+ * for the writer), then read more, up to turn_bytes(). The headers
  * are dealt with, so in[] is reused from the start for the body. Each piece
  * parsed is handed to the writer at once; with none of the upload's buffers
  * free the connection is left unread until one comes back (upload_poll). */
@@ -563,7 +576,7 @@ static void upload_turn(struct web *w, struct conn *c)
 {
     size_t moved = 0;
     while (c->phase == PH_UPLOAD) {
-        if (moved >= UPLOAD_BYTES_PER_TURN) {
+        if (moved >= turn_bytes(w)) {
             c->resume = true; /* more may wait; web_resume continues */
             return;
         }
@@ -627,10 +640,11 @@ static void upload_turn(struct web *w, struct conn *c)
 static void serve(struct web *w, struct conn *c)
 {
     unsigned answered = 0;
+    size_t written = 0;
     c->resume = false;
     for (;;) {
         if (c->phase == PH_WRITE) {
-            if (!pump(w, c))
+            if (!pump(w, c, &written))
                 return;
             next_request(c);
             if (++answered == REQUESTS_PER_TURN) {
@@ -734,7 +748,7 @@ static void end_slow_request(struct web *w, struct conn *c)
 
 void web_tick(struct web *w)
 {
-    const sn_stats *st = sn_stats_get(w->core);
+    uint32_t backlog = web_net_backlog_now(w);
     unsigned closing = 0;
     struct conn *idle = NULL, *slow = NULL;
     for (unsigned i = 0; i < w->nconns; i++) {
@@ -760,7 +774,7 @@ void web_tick(struct web *w)
                  (!slow || sn_time_after(slow->req_first, c->req_first)))
             slow = c;
     }
-    if (st->backlog_now == 0 || closing >= st->backlog_now)
+    if (backlog == 0 || closing >= backlog)
         return;
     /* Like nginx reusing keep-alive connections when short of them: a
      * connection waits for a slot while another sits idle between

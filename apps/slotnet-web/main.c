@@ -1,10 +1,11 @@
 /*
  * slotnet-web: serves static files, a live /status of the slot table and
- * the RepRapFirmware rr_ API, on the slotnet core over the POSIX backend.
+ * the RepRapFirmware rr_ API, on the slotnet core over the POSIX backend,
+ * or (--link) on slotnetd's core at the other end of the link protocol.
  *
- * One loop: read the clock, sn_poll (which calls web_on_event for
- * everything that happened), then wait for I/O no longer than the core
- * allows (not at all while a connection has answered its share of a
+ * One loop: read the clock, poll the core or the link (which calls
+ * web_on_event for everything that happened), then wait for I/O, or the
+ * device's attention byte, no longer than the core allows (not at all while a connection has answered its share of a
  * pipeline and has more). Nothing else blocks, and all memory is allocated
  * before the loop. The calls that wait for the disk run on threads made at
  * start: upload body writes (writer.c), and an upload's fsync and rename
@@ -54,6 +55,7 @@ struct options {
     uint32_t session_timeout_ms;
     uint32_t header_timeout_ms;
     bool use_poll;
+    const char *link; /* slotnetd's link target, or NULL: in-process core */
 };
 
 static volatile sig_atomic_t stop_signal;
@@ -100,6 +102,16 @@ static void usage(FILE *f)
             "                           after its first byte gets 408 and the connection\n"
             "                           closes (default %u)\n"
             "  --poll                   use poll() instead of epoll\n"
+            "  --link TARGET            run on slotnetd's slot table over the link\n"
+            "                           protocol instead of an in-process core:\n"
+            "                           unix:PATH (slotnetd --link unix:PATH),\n"
+            "                           serial:DEVICE[,BAUD], or exec:COMMAND (run\n"
+            "                           with /bin/sh -c on a socket pair, e.g.\n"
+            "                           'exec:slotnetd --link stdio'). The daemon's\n"
+            "                           options set the slots, the backlog and the\n"
+            "                           close timeout; --slots, --backlog,\n"
+            "                           --backlog-timeout-ms, --close-timeout-ms and\n"
+            "                           --poll are then ignored\n"
             "  -h, --help               show this help and exit\n"
             "\n"
             "Times are in milliseconds, at most %lu. SIGINT or SIGTERM stops the\n"
@@ -187,6 +199,7 @@ static void parse_options(int argc, char **argv, struct options *o)
         OPT_SESSION_TIMEOUT,
         OPT_HEADER_TIMEOUT,
         OPT_POLL,
+        OPT_LINK,
     };
     static const struct option longopts[] = {
         {"listen", required_argument, NULL, OPT_LISTEN},
@@ -203,6 +216,7 @@ static void parse_options(int argc, char **argv, struct options *o)
         {"session-timeout-ms", required_argument, NULL, OPT_SESSION_TIMEOUT},
         {"header-timeout-ms", required_argument, NULL, OPT_HEADER_TIMEOUT},
         {"poll", no_argument, NULL, OPT_POLL},
+        {"link", required_argument, NULL, OPT_LINK},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -279,6 +293,11 @@ static void parse_options(int argc, char **argv, struct options *o)
         case OPT_POLL:
             o->use_poll = true;
             break;
+        case OPT_LINK:
+            if (optarg[0] == '\0')
+                bad_option("--link", "unix:PATH, serial:DEVICE[,BAUD] or exec:COMMAND", optarg);
+            o->link = optarg;
+            break;
         case 'h':
             usage(stdout);
             exit(0);
@@ -291,6 +310,8 @@ static void parse_options(int argc, char **argv, struct options *o)
         fprintf(stderr, PROG ": unexpected argument '%s' (see --help)\n", argv[optind]);
         exit(2);
     }
+    if (o->link)
+        return; /* the slot count is the daemon's: checked once it is known */
     if (o->max_conns == 0)
         o->max_conns = o->slots;
     if (o->max_conns > o->slots) {
@@ -362,6 +383,36 @@ static void install_signals(void)
     sigaction(SIGPIPE, &sa, NULL); /* a peer gone mid-write is an error code, not a death */
 }
 
+/* The slot table on slotnetd: open the link, size the app to the daemon's
+ * table, listen through it. 0, or the exit status. */
+static int start_link(struct web *w, struct options *o)
+{
+    int err = web_net_open_link(w, o->link);
+    if (err < 0) {
+        fprintf(stderr, PROG ": --link %s: %s\n", o->link,
+                err == SN_EINVAL ? "not a usable target" : "no slotnetd answers there");
+        return err == SN_EINVAL ? 2 : 1;
+    }
+    w->link_target = o->link;
+    unsigned slots = web_net_slot_count(w);
+    if (o->max_conns == 0)
+        o->max_conns = slots;
+    if (o->max_conns > slots) {
+        fprintf(stderr, PROG ": --max-conns %u is more than the daemon's %u slots\n",
+                o->max_conns, slots);
+        return 2;
+    }
+    o->slots = slots;
+    w->nconns = slots;
+    w->conns = calloc(slots, sizeof *w->conns);
+    if (!w->conns) {
+        fprintf(stderr, PROG ": out of memory\n");
+        return 1;
+    }
+    web_conns_init(w);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     struct options o;
@@ -378,59 +429,69 @@ int main(int argc, char **argv)
     tzset(); /* file dates are local time, as the client reads them */
     json_init();
 
-    sn_config cfg;
-    sn_config_default(&cfg);
-    cfg.slots = (uint8_t)o.slots;
-    cfg.close_timeout_ms = o.close_timeout_ms;
-    cfg.backlog_max = (uint16_t)o.backlog;
-    cfg.backlog_timeout_ms = o.backlog_timeout_ms;
-    cfg.on_event = web_on_event;
-    cfg.user = &w;
-
-    size_t core_len = sn_core_size(&cfg);
-    if (core_len == 0) {
-        fprintf(stderr, PROG ": the core refuses this configuration (see --help)\n");
-        return 2;
-    }
-
-    sn_posix_config pcfg;
-    sn_posix_config_default(&pcfg);
-    pcfg.max_handles = o.slots + o.backlog + cfg.release_queue;
-    pcfg.use_poll = o.use_poll;
-
-    /* Everything the server will ever use, allocated here. malloc's
-     * alignment covers the core's 8 bytes. */
     int rc = 1;
     sn_posix *posix = NULL;
-    void *core_mem = malloc(core_len);
-    w.nconns = o.slots;
-    w.conns = calloc(o.slots, sizeof *w.conns);
-    if (!core_mem || !w.conns) {
-        fprintf(stderr, PROG ": out of memory\n");
-        goto out;
-    }
-    web_conns_init(&w);
+    void *core_mem = NULL;
+    int err;
 
-    int err = sn_posix_create(&posix, &pcfg);
-    if (err < 0) {
-        fprintf(stderr, PROG ": POSIX backend: %s\n", sn_strerror(err));
-        posix = NULL;
-        goto out;
-    }
-    sn_backend be = sn_posix_backend(posix);
-    w.ops = be.ops;
-    w.be = be.ctx;
+    if (o.link) {
+        rc = start_link(&w, &o);
+        if (rc != 0)
+            goto out;
+        rc = 1;
+    } else {
+        sn_config cfg;
+        sn_config_default(&cfg);
+        cfg.slots = (uint8_t)o.slots;
+        cfg.close_timeout_ms = o.close_timeout_ms;
+        cfg.backlog_max = (uint16_t)o.backlog;
+        cfg.backlog_timeout_ms = o.backlog_timeout_ms;
+        cfg.on_event = web_on_event;
+        cfg.user = &w;
 
-    sn_core *core = NULL;
-    err = sn_core_init(&core, core_mem, core_len, &cfg, be);
-    if (err < 0) {
-        fprintf(stderr, PROG ": core: %s\n", sn_strerror(err));
-        rc = err == SN_EINVAL ? 2 : 1;
-        goto out;
-    }
-    w.core = core;
+        size_t core_len = sn_core_size(&cfg);
+        if (core_len == 0) {
+            fprintf(stderr, PROG ": the core refuses this configuration (see --help)\n");
+            return 2;
+        }
 
-    err = sn_listen(w.core, &o.listen, 0, (uint8_t)o.max_conns, o.idle_ms);
+        sn_posix_config pcfg;
+        sn_posix_config_default(&pcfg);
+        pcfg.max_handles = o.slots + o.backlog + cfg.release_queue;
+        pcfg.use_poll = o.use_poll;
+
+        /* Everything the server will ever use, allocated here. malloc's
+         * alignment covers the core's 8 bytes. */
+        core_mem = malloc(core_len);
+        w.nconns = o.slots;
+        w.conns = calloc(o.slots, sizeof *w.conns);
+        if (!core_mem || !w.conns) {
+            fprintf(stderr, PROG ": out of memory\n");
+            goto out;
+        }
+        web_conns_init(&w);
+
+        err = sn_posix_create(&posix, &pcfg);
+        if (err < 0) {
+            fprintf(stderr, PROG ": POSIX backend: %s\n", sn_strerror(err));
+            posix = NULL;
+            goto out;
+        }
+        sn_backend be = sn_posix_backend(posix);
+        w.ops = be.ops;
+        w.be = be.ctx;
+
+        sn_core *core = NULL;
+        err = sn_core_init(&core, core_mem, core_len, &cfg, be);
+        if (err < 0) {
+            fprintf(stderr, PROG ": core: %s\n", sn_strerror(err));
+            rc = err == SN_EINVAL ? 2 : 1;
+            goto out;
+        }
+        w.core = core;
+    }
+
+    err = web_net_listen(&w, &o.listen, (uint8_t)o.max_conns, o.idle_ms);
     if (err < 0) {
         fprintf(stderr, PROG ": cannot listen on %s: %s\n", o.listen_text, sn_strerror(err));
         goto out;
@@ -438,19 +499,24 @@ int main(int argc, char **argv)
 
     if (!finish_start() || !writer_start())
         goto out;
-    w.started = w.now = w.ops->now_ms(w.be);
+    w.started = w.now = web_net_now(&w);
     rr_init(&w);
-    printf(PROG ": serving %s on http://%s/ (%u slots, %s), storage %s%s\n",
-           w.root_len ? w.root : "/", o.listen_text, o.slots, o.use_poll ? "poll" : "epoll",
-           w.sd, w.password ? ", password set" : "");
+    if (o.link)
+        printf(PROG ": serving %s on http://%s/ (%u slots on slotnetd over %s), storage %s%s\n",
+               w.root_len ? w.root : "/", o.listen_text, o.slots, o.link, w.sd,
+               w.password ? ", password set" : "");
+    else
+        printf(PROG ": serving %s on http://%s/ (%u slots, %s), storage %s%s\n",
+               w.root_len ? w.root : "/", o.listen_text, o.slots, o.use_poll ? "poll" : "epoll",
+               w.sd, w.password ? ", password set" : "");
     fflush(stdout);
 
     uint64_t woke = web_clock_us();
     while (!stop_signal) {
-        uint32_t now = w.ops->now_ms(w.be);
+        uint32_t now = web_net_now(&w);
         w.uptime_ms += (uint32_t)(now - w.now);
         w.now = now;
-        sn_poll(w.core, now);
+        web_net_poll(&w, now);
         upload_poll(&w); /* before web_resume: an answer may free a pipeline */
         bool more = web_resume(&w);
         web_tick(&w);
@@ -459,27 +525,27 @@ int main(int argc, char **argv)
             break;
         uint32_t max_wait = finish_pending() || writer_pending() ? FINISH_POLL_MS : 100;
         count_turn(&w, web_clock_us() - woke);
-        w.ops->wait(w.be, more ? 0 : sn_next_timeout(w.core, now, max_wait));
+        web_net_wait(&w, more ? 0 : web_net_next_timeout(&w, now, max_wait));
         woke = web_clock_us();
     }
 
     printf(PROG ": stopped by %s\n", stop_signal == SIGTERM ? "SIGTERM" : "SIGINT");
     rc = 0;
-out:
+out:;
     /* Queued writes complete first, and a body they complete goes to the
      * worker; its finishes complete before anything is let go of, so a stop
      * never leaves an upload half-written or half-renamed; then they are
      * accounted for (and answered, if the socket still takes it). */
+    bool net = w.core || w.host;
     writer_stop();
-    if (w.conns && w.core)
+    if (w.conns && net)
         upload_poll(&w);
     finish_stop();
-    if (w.conns && w.core)
+    if (w.conns && net)
         upload_poll(&w);
     if (w.conns)
         web_release_files(&w);
-    if (w.core)
-        sn_core_shutdown(w.core);
+    web_net_shutdown(&w);
     if (posix)
         sn_posix_destroy(posix);
     free(w.conns);

@@ -157,7 +157,7 @@ static uint32_t peer_ip(struct web *w, struct conn *c)
 {
     if (!c->peer_known) {
         sn_slot_status st;
-        if (sn_slot_status_get(w->core, sn_id_index(c->id), &st) == 0) {
+        if (web_net_slot_status_get(w, sn_id_index(c->id), &st) == 0) {
             c->peer_addr = st.remote.addr;
             c->peer_known = true;
         }
@@ -296,13 +296,13 @@ static void run_code(struct web *w, const char *line, char *out, size_t cap)
         }
         break;
     case 122: {
-        const sn_stats *st = sn_stats_get(w->core);
+        const sn_stats *st = web_net_stats(w);
         snprintf(out, cap,
                  "=== Diagnostics ===\nslotnet-web, %u slots\n"
                  "Connections accepted %u, rejected %u, idle timeouts %u\n"
                  "Longest poll pass %u us, loop turn %u us, close %u us\n"
                  "Requests %u, uploads ok %u, failed %u, active %u",
-                 sn_slot_count(w->core), st->accepted, st->rejected, st->idle_timeouts,
+                 web_net_slot_count(w), st->accepted, st->rejected, st->idle_timeouts,
                  st->longest_poll_us, w->longest_turn_us, st->longest_close_us, w->requests,
                  w->uploads_ok, w->uploads_failed, upload_active(w));
         break;

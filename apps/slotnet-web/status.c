@@ -46,9 +46,9 @@ static void add_slot(cJSON *slots, struct web *w, unsigned i)
     cJSON_AddNumberToObject(s, "index", i);
 
     sn_slot_status st;
-    int err = sn_slot_status_get(w->core, i, &st);
+    int err = web_net_slot_status_get(w, i, &st);
     if (err < 0) {
-        cJSON_AddStringToObject(s, "state", sn_state_name(sn_slot_state(w->core, i)));
+        cJSON_AddStringToObject(s, "state", sn_state_name(web_net_slot_state(w, i)));
         cJSON_AddStringToObject(s, "error", sn_strerror(err));
         return;
     }
@@ -82,18 +82,44 @@ static void add_hist(cJSON *obj, const char *key, const char *what,
     }
 }
 
+/* Link mode: the link's own figures, round trips of every request
+ * included (the counters above are the daemon's). */
+static void add_link(cJSON *root, const struct web *w)
+{
+    sn_host_link_stats ls;
+    sn_host_link_stats_get(w->host, &ls);
+    cJSON *l = cJSON_AddObjectToObject(root, "link");
+    cJSON_AddStringToObject(l, "target", w->link_target ? w->link_target : "");
+    cJSON_AddBoolToObject(l, "up", sn_host_link_up(w->host));
+    cJSON_AddNumberToObject(l, "requests", (double)ls.requests);
+    cJSON_AddNumberToObject(l, "timeouts", (double)ls.timeouts);
+    cJSON_AddNumberToObject(l, "resends", (double)ls.resends);
+    cJSON_AddNumberToObject(l, "failed", (double)ls.failed);
+    cJSON_AddNumberToObject(l, "frame_errors", (double)ls.frame_errors);
+    cJSON_AddNumberToObject(l, "garbage", (double)ls.garbage);
+    cJSON_AddNumberToObject(l, "stale_replies", (double)ls.stale_replies);
+    cJSON_AddNumberToObject(l, "attention", (double)ls.attention);
+    cJSON_AddNumberToObject(l, "polls", (double)ls.polls);
+    cJSON_AddNumberToObject(l, "reopens", (double)ls.reopens);
+    cJSON_AddNumberToObject(l, "rtt_count", (double)ls.rtt_count);
+    cJSON_AddNumberToObject(l, "rtt_p50_us", ls.rtt_p50_us);
+    cJSON_AddNumberToObject(l, "rtt_p99_us", ls.rtt_p99_us);
+    cJSON_AddNumberToObject(l, "rtt_max_us", ls.rtt_max_us);
+    cJSON_AddNumberToObject(l, "device_longest_turn_us", ls.device_turn_us);
+}
+
 size_t status_json(struct web *w, char *buf, size_t len)
 {
     json_reset();
 
     cJSON *root = cJSON_CreateObject();
     cJSON *slots = cJSON_AddArrayToObject(root, "slots");
-    unsigned n = sn_slot_count(w->core);
+    unsigned n = web_net_slot_count(w);
     for (unsigned i = 0; i < n; i++)
         add_slot(slots, w, i);
 
     cJSON *counters = cJSON_AddObjectToObject(root, "counters");
-    const sn_stats *stats = sn_stats_get(w->core);
+    const sn_stats *stats = web_net_stats(w);
 #define ADD_FIELD_(name) cJSON_AddNumberToObject(counters, #name, stats->name);
     STATS_FIELDS(ADD_FIELD_)
 #undef ADD_FIELD_
@@ -105,7 +131,10 @@ size_t status_json(struct web *w, char *buf, size_t len)
 
     cJSON_AddNumberToObject(root, "uptime_ms", (uint32_t)(w->now - w->started));
     cJSON_AddNumberToObject(root, "requests", w->requests);
-    cJSON_AddStringToObject(root, "backend", w->ops->name ? w->ops->name : "");
+    cJSON_AddStringToObject(root, "backend", web_net_backend(w));
+    cJSON_AddStringToObject(root, "mode", web_net_is_link(w) ? "link" : "in-process");
+    if (web_net_is_link(w))
+        add_link(root, w);
     /* The app's own figures: the upload is the job that must not suffer. */
     unsigned sessions = 0;
     for (unsigned i = 0; i < MAX_SESSIONS; i++)

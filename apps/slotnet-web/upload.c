@@ -154,7 +154,7 @@ void upload_start(struct web *w, struct conn *c, const char *rel, int session, b
          * all written by now, so 25 bytes fit; if not, the stream would be
          * corrupt, and a reset is the honest answer. */
         static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
-        int n = sn_write(w->core, c->id, cont, sizeof cont - 1, SN_WRITE_PUSH);
+        int n = web_net_write(w, c->id, cont, sizeof cont - 1, SN_WRITE_PUSH);
         if (n != (int)(sizeof cont - 1))
             web_conn_terminate(w, c);
     }

@@ -1,6 +1,7 @@
 /*
  * slotnet-web: a small HTTP/1.1 server on the slotnet core and the POSIX
- * backend, and the RepRapFirmware rr_ API on top of it. One fixed
+ * backend (or on slotnetd over the link, net.c), and the RepRapFirmware
+ * rr_ API on top of it. One fixed
  * connection record per slot and every table (sessions, uploads, the code
  * queue, the reply buffer) allocated at start; the core's event callback
  * drives everything.
@@ -20,6 +21,9 @@
 
 #include "slotnet.h"
 #include "slotnet/backend.h"
+#include "slotnet/host.h"
+
+#include "net.h"
 
 /* Per slot: the request must fit in IN_SIZE (headers, and any body we are
  * made to skip); OUT_SIZE holds a response header plus a small body, and is
@@ -199,9 +203,16 @@ enum seq {
 #define MODEL_KEYS 16 /* SEQ_BOARDS..SEQ_VOLUMES, in the client's order */
 
 struct web {
+    /* In-process: the core and its backend. Link mode (--link): host only,
+     * and every call goes through net.c either way. */
     sn_core *core;
     const sn_backend_ops *ops;
     void *be;
+    sn_host *host;
+    const char *link_target;
+    uint32_t link_retry_at;   /* app clock: when a lost link is tried again */
+    bool link_stats_valid;    /* the counters were fetched in pass link_stats_pass */
+    uint32_t link_stats_pass;
     struct conn *conns;
     unsigned nconns;
     char root[PATH_MAX]; /* realpath of --root, no trailing slash */

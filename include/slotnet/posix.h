@@ -18,6 +18,8 @@
 #ifndef SLOTNET_POSIX_H
 #define SLOTNET_POSIX_H
 
+#include <poll.h>
+
 #include "backend.h"
 
 #ifdef __cplusplus
@@ -46,6 +48,19 @@ sn_backend sn_posix_backend(sn_posix *be);
 
 /* How many handles are in use (for leak checks in tests). */
 unsigned sn_posix_handles_in_use(const sn_posix *be);
+
+/*
+ * Descriptors of the app's own (a daemon's host link) that wait() watches
+ * too, so one wait covers the network and the app. The caller owns fds[n]:
+ * before each wait() it sets .fd (-1: unused) and .events (POLLIN, POLLOUT,
+ * POLLRDHUP); wait() sets .revents (POLLHUP and POLLERR included).
+ * Level-triggered in both modes; a descriptor epoll cannot watch (a regular
+ * file) reports what it asked for at once, as poll() would. Call again after
+ * closing one of them: epoll forgets a closed descriptor, and a reused
+ * number would otherwise go unwatched. NULL, 0 removes them.
+ */
+#define SN_POSIX_EXTRA_MAX 4
+int sn_posix_set_extra_fds(sn_posix *be, struct pollfd *fds, unsigned n);
 
 #ifdef __cplusplus
 }

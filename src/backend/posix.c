@@ -62,6 +62,15 @@ struct sn_posix {
     ph **powner;
     struct epoll_event *evs; /* epoll mode */
     int evcap;
+    /* The app's own descriptors (sn_posix_set_extra_fds) and, in epoll mode,
+     * what is registered for each. */
+    struct pollfd *xfds;
+    unsigned nx;
+    struct xreg {
+        int fd;       /* registered descriptor, -1 none */
+        short events; /* its interest */
+        bool always;  /* epoll refused it (regular file): always ready */
+    } xreg[SN_POSIX_EXTRA_MAX];
 };
 
 #define CONN_EVENTS (EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET)
@@ -276,14 +285,76 @@ static short poll_interest(const ph *h)
     return ev;
 }
 
+/* ---- The app's descriptors ---------------------------------------------- */
+
+static uint32_t to_epoll(short ev)
+{
+    return ((ev & POLLIN) ? EPOLLIN : 0u) | ((ev & POLLOUT) ? EPOLLOUT : 0u) |
+           ((ev & POLLRDHUP) ? EPOLLRDHUP : 0u);
+}
+
+static short from_epoll(uint32_t e)
+{
+    return (short)(((e & EPOLLIN) ? POLLIN : 0) | ((e & EPOLLOUT) ? POLLOUT : 0) |
+                   ((e & EPOLLRDHUP) ? POLLRDHUP : 0) | ((e & EPOLLERR) ? POLLERR : 0) |
+                   ((e & EPOLLHUP) ? POLLHUP : 0));
+}
+
+static void xunreg(sn_posix *be, struct xreg *x)
+{
+    if (x->fd >= 0 && !x->always)
+        (void)epoll_ctl(be->epfd, EPOLL_CTL_DEL, x->fd, NULL);
+    *x = (struct xreg){.fd = -1};
+}
+
+/* Brings the epoll set in line with the caller's fds; true when one of them
+ * is ready without waiting. */
+static bool xsync_epoll(sn_posix *be)
+{
+    bool ready = false;
+    for (unsigned i = 0; i < be->nx; i++) {
+        struct pollfd *p = &be->xfds[i];
+        struct xreg *x = &be->xreg[i];
+        p->revents = 0;
+        if (p->fd != x->fd)
+            xunreg(be, x);
+        if (p->fd < 0)
+            continue;
+        if (!x->always && (x->fd < 0 || x->events != p->events)) {
+            struct epoll_event ev = {.events = to_epoll(p->events), .data.ptr = x};
+            int rc = epoll_ctl(be->epfd, x->fd < 0 ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, p->fd, &ev);
+            if (rc < 0 && x->fd >= 0 && errno == ENOENT) /* closed and reopened behind our back */
+                rc = epoll_ctl(be->epfd, EPOLL_CTL_ADD, p->fd, &ev);
+            x->always = rc < 0 && errno == EPERM;
+            x->fd = rc == 0 || x->always ? p->fd : -1;
+            x->events = p->events;
+            if (rc < 0 && !x->always)
+                p->revents = POLLERR; /* e.g. EBADF: tell the app, do not sleep on it */
+        }
+        if (x->always)
+            p->revents = (short)(p->events & (POLLIN | POLLOUT));
+        ready = ready || p->revents != 0;
+    }
+    return ready;
+}
+
 static int wait_epoll(sn_posix *be, int tmo)
 {
+    if (xsync_epoll(be))
+        tmo = 0;
     int n = epoll_wait(be->epfd, be->evs, be->evcap, tmo);
     if (n < 0)
         return errno == EINTR ? 0 : SN_EIO;
     for (int i = 0; i < n; i++) {
-        ph *h = be->evs[i].data.ptr;
+        void *ptr = be->evs[i].data.ptr;
         uint32_t e = be->evs[i].events;
+        if (ptr >= (void *)be->xreg && ptr < (void *)(be->xreg + SN_POSIX_EXTRA_MAX)) {
+            unsigned xi = (unsigned)((struct xreg *)ptr - be->xreg);
+            if (xi < be->nx)
+                be->xfds[xi].revents |= from_epoll(e);
+            continue;
+        }
+        ph *h = ptr;
         /* Listeners need no flag: the core tries accept on every pass. */
         if (h->kind == PH_CONN && h->fd >= 0)
             conn_event(h, e & EPOLLIN, e & EPOLLOUT, e & EPOLLRDHUP, e & (EPOLLERR | EPOLLHUP));
@@ -309,10 +380,18 @@ static int wait_poll(sn_posix *be, int tmo)
         be->pfds[n] = (struct pollfd){.fd = h->fd, .events = poll_interest(h)};
         be->powner[n++] = h;
     }
+    nfds_t xfirst = n;
+    for (unsigned i = 0; i < be->nx; i++) {
+        be->xfds[i].revents = 0;
+        be->pfds[n] = be->xfds[i]; /* poll ignores a negative fd */
+        be->powner[n++] = NULL;
+    }
     int r = poll(be->pfds, n, tmo);
     if (r < 0)
         return errno == EINTR ? 0 : SN_EIO;
-    for (nfds_t i = 0; i < n && r > 0; i++) {
+    for (unsigned i = 0; i < be->nx; i++)
+        be->xfds[i].revents = be->pfds[xfirst + i].revents;
+    for (nfds_t i = 0; i < xfirst && r > 0; i++) {
         short e = be->pfds[i].revents;
         ph *h = be->powner[i];
         if (e && h->kind == PH_CONN)
@@ -779,7 +858,7 @@ int sn_posix_create(sn_posix **out, const sn_posix_config *cfg)
     be->spare_fd = -1;
     if (be->cfg.listen_backlog <= 0)
         be->cfg.listen_backlog = 64;
-    unsigned total = cfg->max_handles + cfg->max_listeners;
+    unsigned total = cfg->max_handles + cfg->max_listeners + SN_POSIX_EXTRA_MAX;
     be->conns = calloc(cfg->max_handles, sizeof *be->conns);
     be->lsns = calloc(cfg->max_listeners ? cfg->max_listeners : 1, sizeof *be->lsns);
     if (cfg->use_poll) {
@@ -797,6 +876,8 @@ int sn_posix_create(sn_posix **out, const sn_posix_config *cfg)
     }
     for (unsigned i = 0; i < cfg->max_listeners; i++)
         be->lsns[i] = (ph){.fd = -1, .kind = PH_FREE};
+    for (unsigned i = 0; i < SN_POSIX_EXTRA_MAX; i++)
+        be->xreg[i] = (struct xreg){.fd = -1};
     for (unsigned i = cfg->max_handles; i-- > 0;)
         be->conns[i] = (ph){.fd = -1, .kind = PH_FREE, .next = i + 1 < cfg->max_handles ? &be->conns[i + 1] : NULL};
     be->free_conns = &be->conns[0];
@@ -830,3 +911,15 @@ void sn_posix_destroy(sn_posix *be)
 sn_backend sn_posix_backend(sn_posix *be) { return (sn_backend){.ops = &posix_ops, .ctx = be}; }
 
 unsigned sn_posix_handles_in_use(const sn_posix *be) { return be ? be->conns_used + be->lsns_used : 0; }
+
+int sn_posix_set_extra_fds(sn_posix *be, struct pollfd *fds, unsigned n)
+{
+    if (!be || n > SN_POSIX_EXTRA_MAX || (n > 0 && !fds))
+        return SN_EINVAL;
+    if (be->epfd >= 0)
+        for (unsigned i = 0; i < SN_POSIX_EXTRA_MAX; i++)
+            xunreg(be, &be->xreg[i]);
+    be->xfds = fds;
+    be->nx = n;
+    return SN_OK;
+}

@@ -6,12 +6,18 @@ runs one scenario with slotnet-load, and asserts on the tool's exit status
 and its JSON report; then stops the server with SIGINT and asserts that it
 exits with status 0.
 
+With --daemon, slotnetd runs first on a UNIX socket in the temporary
+folder and slotnet-web runs on it with --link: the same expectations hold,
+and the server's /status and the tool's report must show the link's round
+trips.
+
 Exit status: 0 pass, 1 fail, 77 skipped (a binary or a server option this
 test needs is missing).
 """
 import argparse
 import json
 import os
+import urllib.request
 import signal
 import socket
 import subprocess
@@ -51,6 +57,38 @@ def start_server(args, sd, log):
     return None, None
 
 
+def start_daemon(args, tmp, log):
+    """Starts slotnetd on a socket in tmp; returns (process, link target)."""
+    sock = os.path.join(tmp, "slotnetd.sock")
+    cmd = [args.daemon, "--link", f"unix:{sock}", "--slots", "8"]
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and proc.poll() is None:
+        if os.path.exists(sock):
+            return proc, f"unix:{sock}"
+        time.sleep(0.05)
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+    return None, None
+
+
+def stop(proc, name, check):
+    """SIGINT, then an exit status 0 within 10 s."""
+    alive = proc.poll() is None
+    check(f"{name} still running after the load", alive)
+    if not alive:
+        return
+    proc.send_signal(signal.SIGINT)
+    try:
+        code = proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        code = proc.wait()
+        check(f"{name} stopped within 10 s of SIGINT", False)
+    check(f"{name} exit status 0 after SIGINT (got {code})", code == 0)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--web", required=True, help="slotnet-web binary")
@@ -62,15 +100,19 @@ def main():
                     help="the scenario uploads: assert the CRC was verified")
     ap.add_argument("--server-arg", action="append", default=[],
                     help="one more slotnet-web option (repeatable)")
+    ap.add_argument("--daemon", help="slotnetd binary: run slotnet-web on it with --link")
     args = ap.parse_args()
 
-    for b in (args.web, args.load):
+    for b in (args.web, args.load) + ((args.daemon,) if args.daemon else ()):
         if not os.access(b, os.X_OK):
             print(f"SKIP: {b} not built")
             return 77
     helptext = subprocess.run([args.web, "--help"], capture_output=True, text=True).stdout
     if "--sd" not in helptext:
         print("SKIP: slotnet-web has no --sd (no rr_ API yet)")
+        return 77
+    if args.daemon and "--link" not in helptext:
+        print("SKIP: slotnet-web has no --link")
         return 77
 
     fails = []
@@ -84,11 +126,25 @@ def main():
         sd = os.path.join(tmp, "sd")
         os.mkdir(sd)
         report = os.path.join(tmp, "report.json")
+        text_report = os.path.join(tmp, "report.txt")
+        daemon = None
+        dlog = open(os.path.join(tmp, "daemon.log"), "w+")
+        if args.daemon:
+            daemon, target = start_daemon(args, tmp, dlog)
+            if daemon is None:
+                print("FAIL - slotnetd did not start")
+                print(open(dlog.name).read())
+                return 1
+            print(f"# slotnetd pid {daemon.pid} on {target}")
+            args.server_arg = args.server_arg + ["--link", target]
         with open(os.path.join(tmp, "server.log"), "w+") as log:
             server, port = start_server(args, sd, log)
             if server is None:
                 print("FAIL - slotnet-web did not start")
                 print(open(log.name).read())
+                if daemon is not None:
+                    daemon.kill()
+                    daemon.wait()
                 return 1
             print(f"# slotnet-web pid {server.pid} on 127.0.0.1:{port}")
             try:
@@ -99,8 +155,11 @@ def main():
                     [args.load, "--scenario", args.scenario,
                      "--target", f"127.0.0.1:{port}", "--duration", str(args.duration),
                      "--json", report],
-                    timeout=limit)
+                    timeout=limit, stdout=subprocess.PIPE, text=True)
                 rc = run.returncode
+                print(run.stdout, end="")
+                with open(text_report, "w") as f:
+                    f.write(run.stdout)
             except subprocess.TimeoutExpired:
                 rc = None
             check(f"slotnet-load finished by itself (exit status {rc})", rc is not None)
@@ -127,22 +186,51 @@ def main():
                     check(f"upload CRC verified ({up.get('verified', 0)} verified, "
                           f"{up.get('crc_mismatch', 0)} mismatched, {up.get('failed', 0)} failed)",
                           up.get("crc_verified") is True)
+                if args.daemon:
+                    link = srv.get("link") or {}
+                    check(f"the report shows the link's round trips ({link})",
+                          all(isinstance(link.get(k), (int, float)) and link[k] > 0
+                              for k in ("rtt_p50_us", "rtt_p99_us", "rtt_max_us")))
+                    check("the text report has the link round trip line",
+                          "link round trip p50" in open(text_report).read())
+                elif r is not None:
+                    check("no link figures for an in-process server",
+                          r["server"].get("link") is None)
 
-            alive = server.poll() is None
-            check("slotnet-web still running after the load", alive)
-            if alive:
-                server.send_signal(signal.SIGINT)
+            if args.daemon and server.poll() is None:
                 try:
-                    code = server.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    server.kill()
-                    code = server.wait()
-                    check("slotnet-web stopped within 10 s of SIGINT", False)
-                check(f"slotnet-web exit status 0 after SIGINT (got {code})", code == 0)
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/status",
+                                                timeout=5) as resp:
+                        st = json.load(resp)
+                except (OSError, ValueError) as e:
+                    st = {}
+                    check(f"/status readable ({e})", False)
+                link = st.get("link") or {}
+                check(f"/status says mode link (got {st.get('mode')})", st.get("mode") == "link")
+                check("/status has the link object with its figures",
+                      all(isinstance(link.get(k), (int, float)) for k in
+                          ("requests", "timeouts", "resends", "rtt_p50_us", "rtt_p99_us",
+                           "rtt_max_us", "attention")))
+                check(f"/status link: requests made, none failed ({link.get('requests')} "
+                      f"requests, {link.get('failed')} failed)",
+                      link.get("requests", 0) > 0 and link.get("failed") == 0)
+                check(f"/status link: attention bytes seen ({link.get('attention')})",
+                      link.get("attention", 0) > 0)
+                check(f"/status shows the daemon's {len(st.get('slots', []))} slots",
+                      len(st.get("slots", [])) == 8)
+
+            stop(server, "slotnet-web", check)
+            if daemon is not None:
+                stop(daemon, "slotnetd", check)
             if fails:
                 log.flush()
                 print("# server log:")
                 print(open(log.name).read())
+                if daemon is not None:
+                    dlog.flush()
+                    print("# slotnetd log:")
+                    print(open(dlog.name).read())
+        dlog.close()
     if fails:
         print(f"{len(fails)} check(s) failed")
         return 1

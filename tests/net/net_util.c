@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 bool nu_use_poll;
+uint32_t nu_target = NU_LOOPBACK;
 
 uint64_t nu_ms(void)
 {
@@ -26,10 +27,10 @@ void nu_sleep_ms(unsigned ms)
     }
 }
 
-static struct sockaddr_in loop_sa(uint16_t port)
+static struct sockaddr_in addr_sa(uint32_t addr, uint16_t port)
 {
     struct sockaddr_in sa = {.sin_family = AF_INET};
-    sa.sin_addr.s_addr = htonl(NU_LOOPBACK);
+    sa.sin_addr.s_addr = htonl(addr);
     sa.sin_port = htons(port);
     return sa;
 }
@@ -39,7 +40,7 @@ uint16_t nu_free_port(void)
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     if (fd < 0)
         return 0;
-    struct sockaddr_in sa = loop_sa(0);
+    struct sockaddr_in sa = addr_sa(NU_LOOPBACK, 0);
     socklen_t len = sizeof sa;
     uint16_t port = 0;
     if (bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
@@ -69,7 +70,7 @@ int nu_client(uint16_t port, int rcvbuf)
         setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
     struct timeval tv = {.tv_sec = 5};
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv); /* bounds connect */
-    struct sockaddr_in sa = loop_sa(port);
+    struct sockaddr_in sa = addr_sa(nu_target, port);
     if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
         close(fd);
         return -1;
@@ -82,7 +83,7 @@ int nu_client_nb(uint16_t port)
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -1;
-    struct sockaddr_in sa = loop_sa(port);
+    struct sockaddr_in sa = addr_sa(nu_target, port);
     if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0 && errno != EINPROGRESS) {
         close(fd);
         return -1;

@@ -17,6 +17,9 @@
 
 /* Which readiness mechanism the current cmocka group runs against. */
 extern bool nu_use_poll;
+/* The address clients connect to: 127.0.0.1 unless a test points them at
+ * another stack (the lwIP backend behind a TAP). Host byte order. */
+extern uint32_t nu_target;
 
 /* Monotonic clock in ms (64-bit, no wrap in tests). */
 uint64_t nu_ms(void);
@@ -28,7 +31,7 @@ uint16_t nu_free_port(void);
 /* Listen through the backend on a free port, retrying if it was taken. */
 int nu_backend_listen(const sn_backend_ops *ops, void *ctx, void **lh, uint16_t *port);
 
-/* Blocking connect to 127.0.0.1:port; -1 on failure. rcvbuf > 0 sets
+/* Blocking connect to nu_target:port; -1 on failure. rcvbuf > 0 sets
  * SO_RCVBUF before connecting (shrinks the window). */
 int nu_client(uint16_t port, int rcvbuf);
 /* Non-blocking connect started; -1 on failure. */

@@ -1,0 +1,88 @@
+/*
+ * lwIP backend: Debian's liblwip (2.1.x, threaded, core locking) on a TAP
+ * device of our own, the raw TCP API driven from the caller's loop.
+ *
+ * Threads and locking:
+ * - lwIP's tcpip thread runs its timers (retransmission, keepalive, ARP);
+ *   the caller's thread runs everything else. Every op takes the core lock
+ *   (LOCK_TCPIP_CORE) for its own duration and never across a wait.
+ * - Frames are read from the TAP descriptor in wait(), in the caller's
+ *   thread, and handed to lwIP under the lock; nothing reads in a thread.
+ * - lwIP's callbacks (recv, sent, err, accept, connected) only record
+ *   flags and data on the connection's record, and wake wait() through an
+ *   eventfd when they run on the tcpip thread. They never call the core.
+ *
+ * What the core sees, as with the POSIX backend:
+ * - READABLE when pbufs arrived (cleared once recv() empties the queue),
+ *   PEER_FIN, RESET with error (SN_ECONNRESET, SN_ETIMEDOUT...), WRITABLE
+ *   only after a short or refused send, CONNECTED / FAILED for connects.
+ * - tx_queued() counts from the pcb's sequence numbers (unsent = snd_lbb -
+ *   snd_nxt, unacked = snd_nxt - lastack) and transmits a coalesced tail.
+ * - close() discards unread input (acknowledging it, so lwIP sends FIN and
+ *   not RST), calls tcp_close() and lets go of the pcb at once: after
+ *   tcp_close lwIP may free it with no callback. The core calls close() on
+ *   the graceful path only once tx_queued() reported the queues empty.
+ * - accept(): lwIP has no accept queue, so each listener keeps a bounded
+ *   one here. A connection that finds it full, or finds max_conns pcbs
+ *   already held, is reset at once; the latter is the EMFILE analogue and
+ *   the next accept() reports SN_EMFILE (no record left: SN_ENOMEM).
+ *
+ * Debian's liblwip must not receive through its own tapif (its PBUF_POOL
+ * size disagrees with its pbuf_alloc: frames over ~592 bytes overflow the
+ * heap); this backend allocates every received frame as PBUF_RAM.
+ */
+#ifndef SLOTNET_LWIP_H
+#define SLOTNET_LWIP_H
+
+#include "backend.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct sn_lwip sn_lwip;
+
+typedef struct sn_lwip_config {
+    const char *tap;        /* TAP device to attach to (created if missing), e.g. "sntap0" */
+    uint32_t addr;          /* our IPv4 address, host byte order (10.0.0.2 is 0x0a000002) */
+    uint32_t netmask;       /* default 255.255.255.0 */
+    uint32_t gateway;       /* 0: none */
+    uint8_t mac[6];         /* all zero: 02:00 followed by the address, so instances differ */
+    uint16_t mtu;           /* default 1500 */
+    unsigned max_handles;   /* connection records: slots + backlog + release queue */
+    unsigned max_conns;     /* pcbs held at once (accept queues, slots, backlog); 0 = max_handles */
+    unsigned max_listeners; /* default SN_MAX_LISTENERS */
+    unsigned accept_queue;  /* handshaken connections each listener holds for accept(), default 16 */
+    unsigned rx_frames;     /* frames one wait() hands to lwIP at most, default 256 */
+} sn_lwip_config;
+
+void sn_lwip_config_default(sn_lwip_config *cfg);
+
+/*
+ * Starts lwIP's tcpip thread on first use (once per process; it is never
+ * stopped), opens the TAP and adds the netif. Allocates here only.
+ * SN_EIO when the TAP cannot be opened (no /dev/net/tun, no permission).
+ */
+int sn_lwip_create(sn_lwip **out, const sn_lwip_config *cfg);
+/* Resets every connection it holds, removes the netif, closes the TAP. */
+void sn_lwip_destroy(sn_lwip *be);
+sn_backend sn_lwip_backend(sn_lwip *be);
+
+/* Records and listeners in use (for leak checks in tests). */
+unsigned sn_lwip_handles_in_use(const sn_lwip *be);
+
+typedef struct sn_lwip_stats {
+    uint32_t rx_frames, tx_frames;  /* through the TAP */
+    uint32_t rx_dropped, tx_dropped; /* no pbuf / write failed */
+    uint32_t accept_queue_full;     /* connections reset: the listener's queue was full */
+    uint32_t accept_over_max;       /* ...max_conns pcbs were held, or no record was free */
+    uint32_t pcbs_held;             /* now */
+} sn_lwip_stats;
+
+void sn_lwip_stats_get(sn_lwip *be, sn_lwip_stats *st);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SLOTNET_LWIP_H */
