@@ -48,6 +48,13 @@ enum {
 /* Request flags (the seed's, and the same bits as sn_write's flags). */
 #define SN_LINK_F_CLOSE_AFTER 0x01u
 #define SN_LINK_F_PUSH 0x02u
+#define SN_LINK_F_MASK 0x03u   /* the flags byte's other 6 bits carry seq */
+
+/* Request sequence numbers: 1..63 in the flags byte's upper bits, echoed
+ * in the reply. A device replays its last reply, without acting again, to
+ * a request with the same nonzero seq, command and slot as the last one, so a
+ * host can resend anything after a lost reply. 0: no sequence, no replay. */
+#define SN_LINK_SEQ_MAX 63u
 
 /* Reply status byte. */
 #define SN_LINK_ST_UP 0x01u        /* the core is running */
@@ -116,6 +123,7 @@ typedef struct sn_link_frame {
     uint8_t command;     /* request; echoed in the reply */
     uint8_t slot;        /* request; echoed in the reply (create: the new slot) */
     uint8_t flags;       /* request: SN_LINK_F_* */
+    uint8_t seq;         /* request: 0..SN_LINK_SEQ_MAX; echoed in the reply */
     uint16_t space;      /* request: most data bytes the host takes in the reply */
     uint32_t param;      /* request: command parameter */
     uint8_t status;      /* reply: SN_LINK_ST_* */

@@ -34,6 +34,8 @@
 #ifndef SLOTNET_LWIP_H
 #define SLOTNET_LWIP_H
 
+#include <poll.h>
+
 #include "backend.h"
 
 #ifdef __cplusplus
@@ -60,8 +62,10 @@ void sn_lwip_config_default(sn_lwip_config *cfg);
 
 /*
  * Starts lwIP's tcpip thread on first use (once per process; it is never
- * stopped), opens the TAP and adds the netif. Allocates here only.
- * SN_EIO when the TAP cannot be opened (no /dev/net/tun, no permission).
+ * stopped; every signal is blocked in it, so SIGINT and the like reach the
+ * app's threads), opens the TAP and adds the netif. Allocates here only.
+ * SN_EIO when the TAP cannot be opened (no /dev/net/tun, no permission),
+ * with errno still telling why.
  */
 int sn_lwip_create(sn_lwip **out, const sn_lwip_config *cfg);
 /* Resets every connection it holds, removes the netif, closes the TAP. */
@@ -80,6 +84,18 @@ typedef struct sn_lwip_stats {
 } sn_lwip_stats;
 
 void sn_lwip_stats_get(sn_lwip *be, sn_lwip_stats *st);
+
+/*
+ * Descriptors of the app's own (a daemon's host link) that wait() watches
+ * too, as sn_posix_set_extra_fds does: the caller owns fds[n]; before each
+ * wait() it sets .fd (-1: unused) and .events (POLLIN, POLLOUT, POLLRDHUP);
+ * wait() clears .revents and sets what poll() reports (POLLHUP, POLLERR and
+ * POLLNVAL included), and returns as soon as any of them has something.
+ * Level-triggered (wait() is poll() underneath, so a closed and reused
+ * descriptor number needs no new call). NULL, 0 removes them.
+ */
+#define SN_LWIP_EXTRA_MAX 4
+int sn_lwip_set_extra_fds(sn_lwip *be, struct pollfd *fds, unsigned n);
 
 #ifdef __cplusplus
 }

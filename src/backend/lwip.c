@@ -26,6 +26,7 @@
 #include <limits.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -99,6 +100,8 @@ struct sn_lwip {
     uint8_t *txframe; /* one frame out, when a pbuf chain is too long for writev */
     size_t frame_cap;
     sn_lwip_stats st;
+    struct pollfd *xfds; /* the app's own descriptors (sn_lwip_set_extra_fds) */
+    unsigned nx;
 };
 
 #define LOCK() LOCK_TCPIP_CORE()
@@ -530,15 +533,24 @@ static int op_wait(void *vbe, uint32_t timeout_ms)
     UNLOCK();
     uint64_t deadline = mono_us() / 1000u + timeout_ms;
     int tmo = timeout_ms > INT_MAX ? INT_MAX : (int)timeout_ms;
+    struct pollfd p[2 + SN_LWIP_EXTRA_MAX];
+    for (unsigned i = 0; i < be->nx; i++)
+        be->xfds[i].revents = 0;
     for (;;) {
-        struct pollfd p[2] = {{.fd = be->efd, .events = POLLIN},
-                              {.fd = be->tap_dead ? -1 : be->tapfd, .events = POLLIN}};
-        int rc = poll(p, 2, tmo);
+        p[0] = (struct pollfd){.fd = be->efd, .events = POLLIN};
+        p[1] = (struct pollfd){.fd = be->tap_dead ? -1 : be->tapfd, .events = POLLIN};
+        for (unsigned i = 0; i < be->nx; i++) /* poll ignores a negative fd */
+            p[2 + i] = (struct pollfd){.fd = be->xfds[i].fd, .events = be->xfds[i].events};
+        int rc = poll(p, (nfds_t)(2 + be->nx), tmo);
         if (rc < 0)
             return errno == EINTR ? 0 : SN_EIO;
         if (rc == 0)
             return 0;
         bool ev = false;
+        for (unsigned i = 0; i < be->nx; i++) {
+            be->xfds[i].revents = p[2 + i].revents;
+            ev = ev || p[2 + i].revents != 0;
+        }
         if (p[0].revents & POLLIN) {
             uint64_t v;
             (void)!read(be->efd, &v, sizeof v);
@@ -959,7 +971,13 @@ static void tcpip_start(void)
     sys_sem_t sem;
     if (sys_sem_new(&sem, 0) != ERR_OK)
         abort();
+    /* The thread inherits this mask: it must not take the app's signals
+     * (a SIGINT it took would not cut the app's wait short). */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
     tcpip_init(tcpip_ready, &sem);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
     sys_sem_wait(&sem);
     sys_sem_free(&sem);
 }
@@ -1025,7 +1043,9 @@ int sn_lwip_create(sn_lwip **out, const sn_lwip_config *cfg)
     be->free_conns = &be->conns[0];
     be->tapfd = tap_open(be->tap);
     if (be->tapfd < 0) {
+        int e = errno; /* the caller's message says why */
         sn_lwip_destroy(be);
+        errno = e;
         return SN_EIO;
     }
 
@@ -1100,4 +1120,13 @@ void sn_lwip_stats_get(sn_lwip *be, sn_lwip_stats *st)
     LOCK();
     *st = be->st;
     UNLOCK();
+}
+
+int sn_lwip_set_extra_fds(sn_lwip *be, struct pollfd *fds, unsigned n)
+{
+    if (!be || n > SN_LWIP_EXTRA_MAX || (n > 0 && !fds))
+        return SN_EINVAL;
+    be->xfds = n > 0 ? fds : NULL;
+    be->nx = n;
+    return SN_OK;
 }

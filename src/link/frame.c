@@ -3,6 +3,7 @@
 #include "slotnet/link.h"
 
 #include <string.h>
+#include <zlib.h>
 
 #include "slotnet.h"
 
@@ -76,18 +77,18 @@ int sn_link_err_to_core(int e)
 
 /* ---- CRC-32 ------------------------------------------------------------ */
 
-/* Bitwise, reflected polynomial 0xEDB88320: no table to get wrong, and a
- * 2 KiB frame costs microseconds. Identical to zlib's crc32(). */
+/* zlib's table-driven CRC-32 (the same one every other language ships). */
 uint32_t sn_link_crc32(uint32_t crc, const void *data, size_t len)
 {
-    const uint8_t *p = data;
-    crc = ~crc;
-    for (size_t i = 0; i < len; i++) {
-        crc ^= p[i];
-        for (int k = 0; k < 8; k++)
-            crc = (crc >> 1) ^ (0xEDB88320u & (0u - (crc & 1u)));
+    const Bytef *p = data;
+    uLong c = crc;
+    while (len > 0) { /* zlib takes uInt lengths */
+        uInt n = len > 0x40000000u ? 0x40000000u : (uInt)len;
+        c = crc32(c, p, n);
+        p += n;
+        len -= n;
     }
-    return ~crc;
+    return (uint32_t)c;
 }
 
 /* ---- Encoding ---------------------------------------------------------- */
@@ -97,6 +98,8 @@ int sn_link_encode(const sn_link_frame *f, void *out, size_t cap)
     if (f == NULL || out == NULL || (f->len > 0 && f->data == NULL))
         return SN_LINK_E_PARAM;
     if (f->kind != SN_LINK_REQUEST && f->kind != SN_LINK_REPLY)
+        return SN_LINK_E_PARAM;
+    if (f->seq > SN_LINK_SEQ_MAX || (f->kind == SN_LINK_REQUEST && (f->flags & ~SN_LINK_F_MASK)))
         return SN_LINK_E_PARAM;
     if (f->len > SN_LINK_DATA_MAX)
         return SN_LINK_E_OVERSIZE;
@@ -112,7 +115,7 @@ int sn_link_encode(const sn_link_frame *f, void *out, size_t cap)
         p[1] = SN_LINK_SYNC_REQ;
         h[1] = f->command;
         h[2] = f->slot;
-        h[3] = f->flags;
+        h[3] = (uint8_t)((f->flags & SN_LINK_F_MASK) | (f->seq << 2));
         sn_link_put16(h + 4, f->len);
         sn_link_put16(h + 6, f->space);
         sn_link_put32(h + 8, f->param);
@@ -123,7 +126,8 @@ int sn_link_encode(const sn_link_frame *f, void *out, size_t cap)
         h[3] = f->slot;
         sn_link_put32(h + 4, (uint32_t)f->response);
         sn_link_put16(h + 8, f->len);
-        sn_link_put16(h + 10, 0); /* reserved */
+        h[10] = f->seq;
+        h[11] = 0; /* reserved */
     }
     if (f->len > 0)
         memcpy(h + SN_LINK_HDR_LEN, f->data, f->len);
@@ -201,7 +205,8 @@ static void parse(const sn_link_decoder *d, sn_link_frame *f)
     if (f->kind == SN_LINK_REQUEST) {
         f->command = h[1];
         f->slot = h[2];
-        f->flags = h[3];
+        f->flags = h[3] & SN_LINK_F_MASK;
+        f->seq = (uint8_t)(h[3] >> 2);
         f->len = sn_link_get16(h + 4);
         f->space = sn_link_get16(h + 6);
         f->param = sn_link_get32(h + 8);
@@ -211,6 +216,7 @@ static void parse(const sn_link_decoder *d, sn_link_frame *f)
         f->slot = h[3];
         f->response = (int32_t)sn_link_get32(h + 4);
         f->len = sn_link_get16(h + 8);
+        f->seq = h[10] & SN_LINK_SEQ_MAX;
     }
     f->data = h + SN_LINK_HDR_LEN;
 }
