@@ -6,10 +6,13 @@
  * Input: byte 0 picks the slot count (1..16) and byte 1 the sim's seed;
  * then records, each an op byte and its operands (missing bytes read 0):
  *   op % 12:
- *    0-3  a request built from the input and encoded with sn_link_encode,
+ *    0-2  a request built from the input and encoded with sn_link_encode,
  *         so the fuzzer gets past the CRC: command (mostly a known one),
- *         slot, flags, param (0, the slot's handle, a stale one, or raw),
- *         space, data (args for create/listen on a few ports, else bytes)
+ *         slot, flags and seq (one byte: bits 0-1 flags, 2-7 seq), param
+ *         (0, the slot's handle, a stale one, or raw), space, data (args
+ *         for create/listen on a few ports, else bytes)
+ *    3    the last request built, sent again byte for byte (a host's resend
+ *         after a lost reply); a new one when there is none
  *    4    raw bytes
  *    5    a request with one byte flipped (CRC, version, len, sync)
  *    6    the first part of a request only
@@ -27,12 +30,21 @@
  *   - everything the device sent decodes as replies (no CRC, version or
  *     size error) and the only bytes between frames are attention bytes;
  *   - each reply answers, in order, the request a twin decoder fed the same
- *     bytes found (command and slot echoed, a version error for a foreign
- *     version), with len <= that request's space and 2048, no data with an
- *     error, and data of the documented size for status, network status,
- *     statistics, create and read;
+ *     bytes found (command, slot and seq echoed; a version error only for a
+ *     foreign version at a clean position, frame.rescan false, never for one
+ *     found in a rescan), with len <= that request's space and 2048, no data
+ *     with an error, and data of the documented size for status, network
+ *     status, statistics, create and read;
+ *   - a request repeating the last one's nonzero seq, command and slot gets
+ *     the byte-identical reply (the replay cache), never a new one;
  *   - no attention byte while a request is in flight or twice between two
- *     requests; after sn_dev_stop_all every slot is free.
+ *     requests; after sn_dev_stop_all every slot is free;
+ *   - while the host is idle (nothing queued, in flight or pending) and no
+ *     attention byte went out since its last request, a table that differs
+ *     from what the host was last shown (recomputed here from the core)
+ *     brings the attention byte within 2 time steps;
+ *   - sn_dev_feed yields on its budget without losing bytes: everything sent
+ *     is consumed and answered in the end.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,9 +74,10 @@ static const uint8_t known_cmds[] = {0, 1, 2, 3, 4, 5, 6, 7, 9, 32, 33};
 #define REMOTE_ADDR 0x0a000002u
 
 typedef struct expect {
-    uint8_t command, slot; /* a version error: command 0, slot 0xFF */
+    uint8_t command, slot, seq; /* a version error: command 0, slot 0xFF */
     uint16_t space;
     bool version_error;
+    bool replay;                /* a resend: the last reply again, byte for byte */
 } expect;
 
 typedef struct harness {
@@ -85,6 +98,16 @@ typedef struct harness {
 
     sn_link_decoder host;     /* device -> host */
     uint64_t attention_seen;
+    unsigned owed;            /* time steps an attention byte has been due */
+
+    /* The replay model: the last request the twin found, and the bytes of
+     * the reply the host got for it. */
+    bool last_valid;
+    uint8_t last_seq, last_cmd, last_slot;
+    uint8_t last_reply[SN_LINK_FRAME_MAX];
+    size_t last_reply_len;
+    uint8_t last_frame[SN_LINK_FRAME_MAX]; /* the last request built, for op 3 */
+    size_t last_frame_len;
 
     sn_sim_peer peers[MAX_PEERS];
     unsigned npeers;
@@ -139,9 +162,21 @@ static void check_reply(harness *h, const sn_link_frame *f)
     h->nexp--;
     if (e.version_error) {
         CHECK(f->command == 0 && f->slot == SN_LINK_SLOT_NONE);
-        CHECK(f->response == SN_LINK_E_VERSION && f->len == 0);
+        CHECK(f->response == SN_LINK_E_VERSION && f->len == 0 && f->seq == 0);
         return;
     }
+    /* The reply's bytes: in the host decoder's buffer while it is handed out. */
+    const uint8_t *raw = h->host.buf;
+    size_t rawlen = h->host.emitted;
+    CHECK(rawlen == SN_LINK_OVERHEAD + f->len);
+    if (e.replay) {
+        CHECK(h->last_reply_len > 0);
+        CHECK(rawlen == h->last_reply_len && memcmp(raw, h->last_reply, rawlen) == 0);
+        return;
+    }
+    memcpy(h->last_reply, raw, rawlen);
+    h->last_reply_len = rawlen;
+    CHECK(f->seq == e.seq);
     CHECK(f->command == e.command);
     CHECK(f->len <= e.space);
     if (f->response < 0) {
@@ -203,7 +238,7 @@ static void drain(harness *h, size_t max)
     /* The attention byte is the whole output when it is queued (never a
      * reply's length), so it can be told apart here. */
     if (h->dev.out_len == 1) {
-        CHECK(p[0] == SN_LINK_ATTENTION);
+        CHECK(p[0] == SN_LINK_ATTENTION && h->dev.out_aux);
         h->attention_seen++;
     }
     size_t pos = 0;
@@ -220,6 +255,7 @@ static void drain(harness *h, size_t max)
     }
     /* Between frames the device sends nothing but attention bytes. */
     CHECK(h->host.garbage == h->attention_seen);
+    CHECK(h->host.attention == h->attention_seen);
     sn_dev_sent(&h->dev, n);
 }
 
@@ -234,11 +270,20 @@ static void twin_feed(harness *h, const uint8_t *p, size_t n)
         sn_link_frame f;
         int r = sn_link_dec_feed(&h->twin, n ? p + pos : NULL, n - pos, &used, &f);
         pos += used;
-        if (r == 1)
-            expect_push(h, (expect){.command = f.command, .slot = f.slot, .space = f.space});
-        else if (r == SN_LINK_E_VERSION)
+        if (r == 1) {
+            bool resend = h->last_valid && f.seq != 0 && f.seq == h->last_seq &&
+                          f.command == h->last_cmd && f.slot == h->last_slot;
+            expect_push(h, (expect){.command = f.command, .slot = f.slot, .seq = f.seq,
+                                    .space = f.space, .replay = resend});
+            if (!resend) {
+                h->last_valid = f.seq != 0;
+                h->last_seq = f.seq;
+                h->last_cmd = f.command;
+                h->last_slot = f.slot;
+            }
+        } else if (r == SN_LINK_E_VERSION && !f.rescan) {
             expect_push(h, (expect){.version_error = true});
-        else if (r == 0 && pos == n)
+        } else if (r == 0 && pos == n)
             return;
     }
     CHECK(0 && "twin decoder made no progress");
@@ -250,17 +295,27 @@ static uint32_t now(harness *h) { return sn_sim_now(h->sim); }
  * output between requests. */
 static void pump(harness *h, bool drain_all)
 {
-    for (int guard = 0; guard < 4096; guard++) {
+    for (int guard = 0; guard < 8192; guard++) {
         if (drain_all)
             drain(h, SIZE_MAX);
+        /* Input after a silence starts clean in the device: the same mark
+         * for the twin (both have nothing buffered then). */
+        const uint8_t *p;
+        if (h->qlen > 0 && sn_dev_output(&h->dev, &p) == 0 &&
+            !sn_link_dec_partial(&h->dev.dec) &&
+            sn_time_reached(now(h), h->dev.last_rx_ms + SN_LINK_GAP_MS)) {
+            CHECK(!sn_link_dec_partial(&h->twin));
+            CHECK(sn_link_dec_flush(&h->twin) == 0);
+        }
         size_t used = sn_dev_feed(&h->dev, h->queue, h->qlen, now(h));
         CHECK(used <= h->qlen);
         twin_feed(h, h->queue, used);
         memmove(h->queue, h->queue + used, h->qlen - used);
         h->qlen -= used;
-        const uint8_t *p;
         bool pending = sn_dev_output(&h->dev, &p) > 0;
-        if (!pending || !drain_all)
+        if (!drain_all)
+            return;
+        if (!pending && !h->dev.yielded) /* a yield: more next turn */
             return;
     }
     CHECK(0 && "pump made no progress");
@@ -297,7 +352,9 @@ static size_t build_request(harness *h, uint8_t *out, size_t cap)
     uint8_t slot = s < 200 ? (uint8_t)(s % (h->slots + 1)) : s;
     uint8_t buf[SN_LINK_DATA_MAX];
     sn_link_frame f = {.kind = SN_LINK_REQUEST, .command = cmd, .slot = slot};
-    f.flags = byte(h) & 3;
+    uint8_t fs = byte(h);
+    f.flags = fs & SN_LINK_F_MASK;
+    f.seq = (uint8_t)(fs >> 2);
     f.param = param_for(h, slot);
     uint8_t sp = byte(h);
     f.space = sp < 128 ? (uint16_t)(SN_LINK_DATA_MAX - (sp & 7)) : u16(h);
@@ -323,6 +380,8 @@ static size_t build_request(harness *h, uint8_t *out, size_t cap)
     f.data = buf;
     int n = sn_link_encode(&f, out, cap);
     CHECK(n > 0);
+    memcpy(h->last_frame, out, (size_t)n);
+    h->last_frame_len = (size_t)n;
     return (size_t)n;
 }
 
@@ -387,6 +446,34 @@ static void gap(harness *h)
     }
 }
 
+/* The table now against what the host was last shown (h->dev.view),
+ * recomputed from the core: a bit newly set, a handle or the epoch changed. */
+static bool news(harness *h)
+{
+    const sn_dev_view *v = &h->dev.view;
+    if (v->epoch != h->dev.epoch)
+        return true;
+    for (unsigned i = 0; i < h->slots; i++) {
+        sn_slot_status st;
+        uint16_t b = (uint16_t)(1u << i);
+        bool used = sn_slot_status_get(h->core, i, &st) == 0 && st.state != SN_FREE;
+        uint32_t handle = used ? st.id : 0;
+        if (handle != v->handle[i])
+            return true;
+        if (!used)
+            continue;
+        bool open = st.state == SN_CONNECTED || st.state == SN_OTHER_END_CLOSED;
+        if (!(v->in_use & b) ||
+            (st.state == SN_CONNECTED && !(v->connected & b)) ||
+            ((st.state == SN_OTHER_END_CLOSED || st.state == SN_ABORTED) && !(v->closed & b)) ||
+            (st.state == SN_ABORTED && !(v->aborted & b)) ||
+            (open && st.readable > 0 && !(v->readable & b)) ||
+            (open && st.write_space > 0 && !(v->writable & b)))
+            return true;
+    }
+    return false;
+}
+
 static void step_time(harness *h)
 {
     uint32_t ms = 1u + byte(h) % 64u;
@@ -403,6 +490,16 @@ static void step_time(harness *h)
         CHECK(sn_dev_output(&h->dev, &p) == 1 && p[0] == SN_LINK_ATTENTION);
     }
     drain(h, SIZE_MAX);
+    /* Something the host has not seen, while it is idle and owed a byte:
+     * the attention byte must not be late. */
+    const uint8_t *p;
+    bool idle = h->qlen == 0 && !sn_dev_busy(&h->dev) && sn_dev_output(&h->dev, &p) == 0 &&
+                !h->dev.yielded;
+    if (idle && !h->dev.attention_sent && news(h))
+        h->owed++;
+    else
+        h->owed = 0;
+    CHECK(h->owed <= 2);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -440,8 +537,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (int rec = 0; rec < MAX_RECORDS && h.pos < h.len; rec++) {
         uint8_t op = byte(&h) % 12;
         switch (op) {
-        case 0: case 1: case 2: case 3:
+        case 0: case 1: case 2:
             send_bytes(&h, frame, build_request(&h, frame, sizeof frame));
+            break;
+        case 3:
+            if (h.last_frame_len > 0) {
+                memcpy(frame, h.last_frame, h.last_frame_len);
+                send_bytes(&h, frame, h.last_frame_len);
+            } else {
+                send_bytes(&h, frame, build_request(&h, frame, sizeof frame));
+            }
             break;
         case 4: {
             size_t n = byte(&h) % 64u;
@@ -485,6 +590,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             sn_link_dec_init(&h.twin, SN_LINK_REQUEST);
             sn_link_dec_init(&h.host, SN_LINK_REPLY);
             h.attention_seen = 0;
+            h.last_valid = false; /* the device forgets its replay cache */
+            h.owed = 0;
             break;
         }
         default: {

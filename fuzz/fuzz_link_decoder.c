@@ -17,6 +17,10 @@
  *     frame handed out, or still buffered; counters match the returns;
  *   - a frame handed out re-encodes (sn_link_encode) to exactly the stream
  *     bytes it was decoded from (a reply's reserved field aside);
+ *   - attention bytes: d.attention counts exactly the 0x21 bytes skipped
+ *     (those of the stream outside the frames handed out);
+ *   - frame.rescan is false exactly for a frame at the stream's start or
+ *     right behind the previous frame (no flushes), whatever the chunking;
  *   - payloads of the right length decode, and re-encode to their bytes;
  *   - without flushes, the frames and errors found do not depend on the
  *     chunking: a second decoder fed the whole stream at once must agree.
@@ -45,6 +49,7 @@ typedef struct event {
     int ret;         /* 1 or a negative error */
     uint64_t at;     /* frames: start offset; errors: garbage count after it */
     uint32_t len;    /* frames: length */
+    bool rescan;     /* frame.rescan as decoded */
 } event;
 
 typedef struct run {
@@ -67,10 +72,10 @@ static uint64_t rng_next(uint64_t *s)
     return z ^ (z >> 31);
 }
 
-static void record(run *r, int ret, uint64_t at, uint32_t len)
+static void record(run *r, int ret, uint64_t at, uint32_t len, bool rescan)
 {
     if (r->nev < r->cap)
-        r->ev[r->nev++] = (event){ret, at, len};
+        r->ev[r->nev++] = (event){ret, at, len, rescan};
 }
 
 static void check_conservation(const run *r)
@@ -79,6 +84,7 @@ static void check_conservation(const run *r)
     CHECK(d->emitted <= d->have);
     CHECK(d->have <= sizeof d->buf);
     CHECK(r->fed == d->garbage + r->frame_bytes + (d->have - d->emitted));
+    CHECK(d->attention <= d->garbage);
     CHECK(d->frames == r->frames);
     CHECK(d->errors == r->errors);
 }
@@ -107,8 +113,8 @@ static void check_payloads(const sn_link_frame *f)
     if (rc == 0) {
         CHECK(ns.slots == f->data[0]);
         CHECK(sn_link_net_status_encode(&ns, buf) == f->len);
-        CHECK(buf[0] == f->data[0] && buf[1] == 0); /* byte 1 reserved: sent as 0 */
-        CHECK(memcmp(buf + 2, f->data + 2, f->len - 2u) == 0);
+        CHECK(ns.epoch == f->data[1]); /* byte 1: the device's epoch */
+        CHECK(memcmp(buf, f->data, f->len) == 0);
     }
 
     sn_link_args a;
@@ -146,12 +152,16 @@ static void check_frame(run *r, const sn_link_frame *f)
     CHECK(start + n <= r->fed);
     const uint8_t *src = r->stream + start;
 
+    CHECK(f->seq <= SN_LINK_SEQ_MAX);
+    CHECK(f->kind == SN_LINK_REPLY || (f->flags & ~SN_LINK_F_MASK) == 0);
     int len = sn_link_encode(f, enc, sizeof enc);
     CHECK(len == (int)n);
-    if (f->kind == SN_LINK_REPLY && (src[12] != 0 || src[13] != 0)) {
-        /* Reserved bytes are ignored on receipt and sent as 0: all but them
-         * and the CRC over them must match. */
+    /* A reply's seq byte (frame offset 12) keeps 6 bits and its reserved
+     * byte (13) is sent as 0: with anything else there, all but those two
+     * bytes and the CRC over them must match. */
+    if (f->kind == SN_LINK_REPLY && ((src[12] & ~SN_LINK_SEQ_MAX) != 0 || src[13] != 0)) {
         CHECK(memcmp(enc, src, 12) == 0);
+        CHECK(enc[12] == (src[12] & SN_LINK_SEQ_MAX) && enc[13] == 0);
         CHECK(memcmp(enc + 14, src + 14, f->len) == 0);
     } else {
         CHECK(memcmp(enc, src, n) == 0);
@@ -160,7 +170,7 @@ static void check_frame(run *r, const sn_link_frame *f)
     CHECK(sn_link_encode(f, enc, n - 1) == SN_LINK_E_PARAM);
 
     check_payloads(f);
-    record(r, 1, start, (uint32_t)n);
+    record(r, 1, start, (uint32_t)n, f->rescan);
     r->frame_bytes += n;
     r->frames++;
 }
@@ -206,7 +216,7 @@ static void feed(run *r, const uint8_t *in, size_t len)
         if (ret == SN_LINK_E_CRC)
             CHECK(f.len <= SN_LINK_DATA_MAX);
         r->errors++;
-        record(r, ret, r->d.garbage, 0);
+        record(r, ret, r->d.garbage, 0, f.rescan);
         check_conservation(r);
     }
 }
@@ -221,7 +231,7 @@ static void flush(run *r)
     CHECK((rc == SN_LINK_E_TRUNCATED) == partial);
     if (rc != 0) {
         r->errors++;
-        record(r, rc, r->d.garbage, 0);
+        record(r, rc, r->d.garbage, 0, false);
     }
     check_conservation(r);
     feed(r, NULL, 0);
@@ -254,6 +264,30 @@ static void finish(run *r, size_t total)
     check_conservation(r);
     CHECK(sn_link_dec_flush(&r->d) == 0);
     CHECK(r->d.have == 0);
+    /* Every attention byte of the stream is counted, but those inside frames. */
+    uint64_t att = 0;
+    for (size_t i = 0; i < total; i++)
+        att += r->stream[i] == SN_LINK_ATTENTION;
+    for (size_t k = 0; k < r->nev; k++)
+        if (r->ev[k].ret == 1)
+            for (uint32_t i = 0; i < r->ev[k].len; i++)
+                att -= r->stream[r->ev[k].at + i] == SN_LINK_ATTENTION;
+    CHECK(r->nev < r->cap); /* every event recorded */
+    CHECK(r->d.attention == att);
+}
+
+/* No flushes: a frame is clean exactly at the start or right behind the
+ * previous frame. */
+static void check_rescan(const run *r)
+{
+    uint64_t prev_end = 0;
+    for (size_t k = 0; k < r->nev; k++) {
+        const event *e = &r->ev[k];
+        if (e->ret != 1)
+            continue;
+        CHECK(e->rescan == (e->at != prev_end));
+        prev_end = e->at + e->len;
+    }
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -309,9 +343,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         CHECK(a.nev == b.nev);
         for (size_t i = 0; i < a.nev; i++)
             CHECK(a.ev[i].ret == b.ev[i].ret && a.ev[i].at == b.ev[i].at &&
-                  a.ev[i].len == b.ev[i].len);
+                  a.ev[i].len == b.ev[i].len && a.ev[i].rescan == b.ev[i].rescan);
         CHECK(a.d.garbage == b.d.garbage && a.d.frames == b.d.frames &&
-              a.d.errors == b.d.errors);
+              a.d.errors == b.d.errors && a.d.attention == b.d.attention);
+        check_rescan(&b);
     }
     free(ev);
     return 0;

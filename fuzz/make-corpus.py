@@ -22,16 +22,19 @@ def crc_frame(body):
     return body + struct.pack("<I", zlib.crc32(body) & 0xFFFFFFFF)
 
 
-def request(cmd, slot=0xFF, flags=0, space=0, param=0, data=b"", version=VERSION, length=None):
+def request(cmd, slot=0xFF, flags=0, space=0, param=0, data=b"", version=VERSION, length=None,
+            seq=0):
+    """Header byte 3: flags in bits 0-1, seq (0..63) in bits 2-7."""
     n = len(data) if length is None else length
-    hdr = struct.pack("<BBBBHHI", version, cmd, slot, flags, n, space, param)
+    hdr = struct.pack("<BBBBHHI", version, cmd, slot, (flags & 3) | (seq << 2), n, space, param)
     return crc_frame(bytes([SYNC0, SYNC_REQ]) + hdr + data)
 
 
 def reply(cmd, slot=0xFF, status=1, response=0, data=b"", version=VERSION, reserved=0,
-          length=None):
+          length=None, seq=0):
+    """Header byte 10: seq echoed; byte 11 reserved."""
     n = len(data) if length is None else length
-    hdr = struct.pack("<BBBBiHH", version, status, cmd, slot, response, n, reserved)
+    hdr = struct.pack("<BBBBiHBB", version, status, cmd, slot, response, n, seq, reserved)
     return crc_frame(bytes([SYNC0, SYNC_REP]) + hdr + data)
 
 
@@ -100,7 +103,13 @@ def link_seeds():
                           data=b"slot 0 connected proto 0 10.0.0.1:80 <- 10.1.0.1:50000\n")
     s["rep_unknown"] = reply(8, response=-1)
     s["rep_version"] = reply(0, response=-19)
-    s["rep_reserved"] = reply(CMDS["write"], slot=0, response=5, reserved=0xBEEF)
+    s["rep_reserved"] = reply(CMDS["write"], slot=0, response=5, reserved=0xEF)
+    s["rep_seq_high_bits"] = reply(CMDS["write"], slot=0, response=5, seq=0xC5)
+    s["req_seq"] = request(CMDS["read"], slot=1, space=512, param=0x201, seq=17)
+    s["rep_seq"] = reply(CMDS["read"], slot=1, response=3, data=b"abc", seq=17)
+    s["req_write_seq_max"] = request(CMDS["write"], slot=2, flags=3, data=b"x", seq=63)
+    s["stream_resend"] = (request(CMDS["write"], slot=0, data=b"hello", seq=5) * 2 +
+                          reply(CMDS["write"], slot=0, response=5, seq=5) * 2)
     for code in range(-22, 1):
         s["rep_err%d" % -code] = reply(CMDS["read"], slot=1, response=code)
     # Broken frames.

@@ -50,7 +50,12 @@ build() {
   local jobs="${FUZZ_JOBS:-$(nproc 2>/dev/null || echo 2)}"
   cmake -S "$SRC" -B "$dir" -DCMAKE_C_COMPILER="$CC_FUZZ" -DCMAKE_BUILD_TYPE= \
         -DCMAKE_C_FLAGS="$FLAGS" -DSN_TESTS=OFF -DSN_SANITIZE=OFF -DSN_FUZZ=ON >/dev/null
-  cmake --build "$dir" --target fuzz_all -j "$jobs"
+  if ! cmake --build "$dir" --target fuzz_all -j "$jobs" >"$dir/build.log" 2>&1; then
+    grep -E 'error|warning' "$dir/build.log" | head -n 20 >&2 || true
+    tail -n 20 "$dir/build.log" >&2
+    die "the clang build failed (log: $dir/build.log)"
+  fi
+  echo "fuzz: built $(targets "$dir" | tr '\n' ' ')in $dir"
 }
 
 # The targets of a build, and each one's libFuzzer arguments.

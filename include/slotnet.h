@@ -293,6 +293,8 @@ typedef struct sn_slot_status {
     sn_endpoint remote;
     uint32_t readable;    /* bytes buffered for sn_read */
     uint32_t write_space; /* bytes sn_write would take now */
+    uint32_t unsent;      /* written, not yet sent (0 where the backend cannot tell) */
+    uint32_t unacked;     /* sent, not yet acknowledged by the peer */
     int last_error;       /* why it aborted or failed, else 0 */
 } sn_slot_status;
 

@@ -8,13 +8,21 @@
  *   slowloris connect, then nothing, or one byte of a never-ending request
  *             every trickle_ms; connect again when dropped
  *   storm     count clients that all start together every interval_ms
+ *   browser   GET the page, then its assets over up to `parallel` keep-alive
+ *             connections (one actor each); served when the last is in
+ *   blackhole GET a reply, and once some of it is in, cut its link (SIGUSR1
+ *             to the emulator on its path); stay silent for hold_ms
  *
  * A client's next step is always started from its timer, never from inside
  * the handler of the previous reply, so nothing recurses however the
  * server answers (a refused connect fails inside the call).
  */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include <cjson/cJSON.h>
@@ -23,9 +31,7 @@
 
 #define CAP_SIZE 65536u          /* captured reply body, for JSON checks */
 #define FAIL_PAUSE_US 100000u    /* at least this long before trying again after a failure */
-#define MON_PERIOD_US 250000u    /* /status about 4 times a second */
-#define MON_FINAL_US 100000u     /* and faster for the final check */
-#define MON_TIMEOUT_US 1000000u
+#define MON_FINAL_US 100000u     /* the final check's /status period (at most) */
 
 static const char slow_request[] = "GET / HTTP/1.1\r\nHost: slow\r\nX-Slow: ";
 
@@ -196,17 +202,32 @@ static bool err_zero(const struct conn *c, cJSON **keep)
     return ok;
 }
 
+/* Requests of the other clients while the blackhole client is silent. */
+static bool in_silence(const struct load *L, const struct actor *a)
+{
+    const struct blackhole *b = &L->bh;
+    return b->cut && a->g->type != G_BLACKHOLE && a->g->type != G_BROWSER &&
+           now_us() <= b->t_until;
+}
+
 static void record_ok(struct load *L, struct actor *a, uint64_t lat)
 {
+    if (in_silence(L, a)) {
+        L->bh.others_ok++;
+        if (lat > L->bh.others_max_us)
+            L->bh.others_max_us = lat;
+    }
     a->gs->ok++;
     hist_add(&a->gs->lat, lat);
     L->net.iv_ok++;
-    if (a->g->type != G_UPLOADER && lat > L->net.iv_lat_max)
+    if (a->g->type != G_UPLOADER && a->g->type != G_BROWSER && lat > L->net.iv_lat_max)
         L->net.iv_lat_max = lat;
 }
 
 static void record_fail(struct load *L, struct actor *a, enum fail_kind k)
 {
+    if (in_silence(L, a))
+        L->bh.others_failed++;
     a->gs->failed++;
     a->gs->fail[k]++;
     L->net.iv_failed++;
@@ -238,6 +259,69 @@ static void next_burst(struct load *L, struct actor *a, uint64_t now)
     }
     a->burst = k;
     schedule(L, a, a->group_t0 + k * iv);
+}
+
+/* A browser's next asset for this actor: -1 when none is left for it. */
+static int take_asset(struct actor *a)
+{
+    struct browser *b = a->br;
+    if (a->asset >= 0)
+        return a->asset; /* a retry */
+    if (b->gave_up)
+        return -1;
+    if (a->main && b->next == 0) {
+        b->next = 1;
+        return a->asset = 0;
+    }
+    if (!b->page_done || b->next >= a->g->nassets)
+        return -1;
+    return a->asset = (int)b->next++;
+}
+
+static void browser_got(struct load *L, struct actor *a, uint64_t now)
+{
+    struct browser *b = a->br;
+    unsigned k = (unsigned)a->asset;
+    a->asset = -1;
+    a->tries = 0;
+    b->done++;
+    if (k == 0) {
+        /* The page is in: its assets start, over the other connections too. */
+        b->page_done = true;
+        for (unsigned i = 0; i < b->nhelpers; i++)
+            if (b->helpers[i]->st == A_WAIT && b->helpers[i]->deadline == NO_TIMER) {
+                b->helpers[i]->st = A_WAIT;
+                timer_set(L, b->helpers[i], now);
+            }
+    }
+    if (b->done == a->g->nassets && !b->t_served) {
+        b->t_served = now;
+        a->gs->served++;
+        L->served++;
+        if (L->served == L->nbrowsers) {
+            L->all_served_at = now;
+            load_wire_now(L, &L->wire_at_served);
+        }
+    }
+}
+
+/* The blackhole client's link goes silent: SIGUSR1 to the emulator on its
+ * path (its --usr1 both cuts both directions), or, without one, the cut is
+ * the emulator's own schedule and this only marks the moment. */
+static void bh_cut(struct load *L, struct actor *a, uint64_t now)
+{
+    struct blackhole *b = &L->bh;
+    b->cut = true;
+    b->t_cut = now;
+    b->t_until = now + ms(a->g->hold_ms);
+    b->before = a->c.rx_msg;
+    if (L->bh_pid > 0) {
+        b->signalled = kill(L->bh_pid, SIGUSR1) == 0;
+        if (!b->signalled)
+            fprintf(stderr, PROG ": blackhole: cannot signal %d: %s\n", (int)L->bh_pid,
+                    strerror(errno));
+    }
+    timer_set(L, a, b->t_until);
 }
 
 static void finish(struct load *L, struct actor *a)
@@ -363,6 +447,26 @@ static void start_next(struct load *L, struct actor *a, uint64_t now)
             return;
         }
         break;
+    case G_BROWSER: {
+        int k = take_asset(a);
+        if (k < 0) {
+            finish(L, a);
+            return;
+        }
+        if (k == 0 && a->tries == 0)
+            a->br->t_start = now;
+        a->cur = R_PATH;
+        send_built(L, a, build(L, a, "GET", g->assets[k].path, 0, false), NULL, 0, now);
+        return;
+    }
+    case G_BLACKHOLE:
+        if (a->requests > 0) {
+            finish(L, a);
+            return;
+        }
+        L->bh.requested = true;
+        L->bh.t_request = now;
+        break;
     }
     if (g->session != SESS_NONE && !a->have_session) {
         start_login(L, a, now);
@@ -397,6 +501,19 @@ static void after(struct load *L, struct actor *a, bool ok, uint64_t now)
     }
     if (g->type == G_STORM) {
         next_burst(L, a, now);
+        return;
+    }
+    if (g->type == G_BROWSER) {
+        if (!ok && a->asset >= 0) {
+            if (++a->tries > g->max_retries) {
+                a->br->gave_up = true; /* this browser is never served */
+                a->gs->gave_up++;
+                a->asset = -1;
+            } else {
+                a->gs->retries++;
+            }
+        }
+        schedule(L, a, ok ? now : now + ms(g->retry_ms));
         return;
     }
     schedule(L, a, now + (ok ? ms(g->interval_ms) : pause_after_fail(a)));
@@ -434,6 +551,12 @@ static void on_reply(struct load *L, struct actor *a, uint64_t now)
         break;
     case R_PATH:
         ok = is2xx;
+        if (ok && g->type == G_BROWSER) {
+            ok = st == 200 && c->rx_body == scaled_size(L->sc, g->assets[a->asset].size);
+            fk = st == 200 ? F_REPLY : F_STATUS;
+            if (ok)
+                browser_got(L, a, now);
+        }
         if (ok && g->check_json && !c->cap_over) {
             cJSON *j = reply_json(c);
             ok = j != NULL;
@@ -456,6 +579,7 @@ static void on_reply(struct load *L, struct actor *a, uint64_t now)
         break;
     case R_DOWNLOAD:
         a->next_download = false;
+        a->tries = 0;
         ok = st == 200 && c->rx_body == a->body.size && c->rx_crc == a->up_crc;
         fk = st == 200 ? F_REPLY : F_STATUS;
         if (ok) {
@@ -506,6 +630,21 @@ static void on_fail(struct load *L, struct actor *a, enum fail_kind k, uint64_t 
         a->gs->stale_retries++;
         conn_close(&L->net, c, true);
         handle(L, a, conn_request(&L->net, c, c->req_len, c->body, c->body_len, now), now);
+        return;
+    }
+    /* An upload or its check that the server refused or reset before any
+     * of the reply (its wait queue full): asked again, if the group allows. */
+    if ((a->cur == R_UPLOAD || a->cur == R_DOWNLOAD) && !c->any_rx &&
+        (k == F_REFUSED || k == F_RESET || k == F_CLOSED || k == F_CONNECT) &&
+        a->tries < a->g->max_retries && L->phase != PH_END) {
+        a->tries++;
+        a->gs->retries++;
+        record_fail(L, a, k);
+        if (a->cur == R_UPLOAD)
+            a->uploads--; /* the same upload again */
+        conn_close(&L->net, c, true);
+        a->cur = R_NONE;
+        schedule(L, a, now + ms(a->g->retry_ms));
         return;
     }
     record_fail(L, a, k);
@@ -598,9 +737,19 @@ static void actor_timer(struct load *L, struct actor *a, uint64_t now)
         }
         return;
     }
+    if (a->g->type == G_BLACKHOLE && L->bh.cut) {
+        /* The silence is over: drop the connection (into the void) and
+         * give the path back. */
+        if (L->bh.signalled)
+            (void)kill(L->bh_pid, SIGUSR1);
+        a->requests++;
+        finish(L, a);
+        return;
+    }
     /* Transfers time out when they stop moving, not when they are long. */
     uint64_t idle_limit = a->c.t_progress + ms(a->g->timeout_ms);
-    if ((a->cur == R_UPLOAD || a->cur == R_DOWNLOAD) && now < idle_limit) {
+    if ((a->cur == R_UPLOAD || a->cur == R_DOWNLOAD || a->g->type == G_BROWSER) &&
+        now < idle_limit) {
         timer_set(L, a, idle_limit);
         return;
     }
@@ -608,6 +757,33 @@ static void actor_timer(struct load *L, struct actor *a, uint64_t now)
 }
 
 /* ---- The /status monitor ----------------------------------------------- */
+
+/* The blackhole client's slot, snapshot by snapshot, by the server's clock:
+ * open, then close-pending, then gone (freed, or given to another). */
+static void bh_watch(struct load *L, const struct status_snap *s, uint64_t at)
+{
+    struct blackhole *b = &L->bh;
+    if (!b->remote[0] || !s->has_uptime || b->gone)
+        return;
+    uint64_t u = s->uptime_ms;
+    if (s->watched_state == SS_CONNECTED || s->watched_state == SS_OTHER_END_CLOSED) {
+        b->seen_open = true;
+        b->last_open_u = u;
+    } else if (s->watched_state == SS_CLOSE_PENDING) {
+        if (!b->seen_cp) {
+            b->seen_cp = true;
+            b->first_cp_u = u;
+            b->cp_seen_at = at;
+        }
+        b->last_cp_u = u;
+        b->timeouts_before = s->closed_timeout;
+        b->have_timeouts_before = s->has_closed_timeout;
+    } else if (b->seen_open || b->seen_cp) {
+        b->gone = true;
+        b->gone_u = u;
+        b->timeouts_after = s->closed_timeout;
+    }
+}
 
 /* The result of a /status request: keep the snapshot, plan the next. */
 static void mon_result(struct load *L, struct actor *a, enum io r, uint64_t now)
@@ -624,12 +800,14 @@ static void mon_result(struct load *L, struct actor *a, enum io r, uint64_t now)
     if (r == IO_DONE) {
         struct status_snap s;
         if (a->c.status == 200 && !a->c.cap_over &&
-            status_parse(a->c.cap, a->c.cap_len, a->c.local_port, &s)) {
+            status_parse(a->c.cap, a->c.cap_len, a->c.local_port,
+                         L->bh.remote[0] ? L->bh.remote : NULL, &s)) {
             if (!L->mon.available)
                 L->mon.first = s;
             L->mon.snap = s;
             L->mon.snap_at = a->t_start; /* the server's state is from after this */
             L->mon.available = true;
+            bh_watch(L, &s, a->t_start);
         } else if (!L->mon.available) {
             L->mon.enabled = false; /* no /status we understand: stop asking */
         } else {
@@ -657,7 +835,7 @@ static void mon_request(struct load *L, struct actor *a, uint64_t now)
     a->t_start = now;
     a->retried = false;
     a->st = A_BUSY;
-    timer_set(L, a, now + MON_TIMEOUT_US);
+    timer_set(L, a, now + ms(L->sc->status_timeout_ms));
     size_t len = build(L, a, "GET", L->sc->status_path, 0, false);
     mon_result(L, a, conn_request(&L->net, &a->c, len, NULL, 0, now), now);
 }
@@ -692,7 +870,8 @@ bool monitor_all_free(const struct load *L)
 void monitor_final(struct load *L, uint64_t now)
 {
     struct actor *m = &L->actors[0];
-    L->mon.interval_us = MON_FINAL_US;
+    if (L->mon.interval_us > MON_FINAL_US)
+        L->mon.interval_us = MON_FINAL_US;
     if (L->mon.enabled && m->st != A_BUSY)
         timer_set(L, m, now);
 }
@@ -704,6 +883,48 @@ void monitor_stop(struct load *L)
     if (conn_open(&m->c))
         conn_close(&L->net, &m->c, false);
     m->st = A_DONE;
+}
+
+/* ---- The blackhole client ---------------------------------------------- */
+
+static void bh_event(struct load *L, struct actor *a, enum io r, uint64_t now)
+{
+    struct blackhole *b = &L->bh;
+    struct conn *c = &a->c;
+    if (!b->remote[0] && c->fd >= 0 && c->local_port) {
+        struct sockaddr_in sa;
+        socklen_t len = sizeof sa;
+        char ip[INET_ADDRSTRLEN];
+        if (getsockname(c->fd, (struct sockaddr *)&sa, &len) == 0 && sa.sin_family == AF_INET &&
+            inet_ntop(AF_INET, &sa.sin_addr, ip, sizeof ip))
+            snprintf(b->remote, sizeof b->remote, "%s:%u", ip, c->local_port);
+    }
+    if (b->cut) {
+        /* Silent: whatever still arrives means the link was not. */
+        if (c->rx_msg > b->before)
+            b->after = c->rx_msg - b->before;
+        if (r == IO_DONE || r == IO_FAILED || r == IO_CLOSED_IDLE) {
+            if (conn_open(c))
+                conn_close(&L->net, c, true);
+        }
+        return; /* the timer ends the silence */
+    }
+    if (r == IO_PENDING && c->rx_msg >= a->g->silence_after && a->cur == R_PATH) {
+        bh_cut(L, a, now);
+        return;
+    }
+    handle(L, a, r, now);
+}
+
+void load_wire_now(const struct load *L, struct wire *w)
+{
+    *w = L->net.wire;
+    for (uint32_t i = 0; i < L->nactors; i++) {
+        uint64_t segs[2];
+        conn_partial_segs(&L->net, &L->actors[i].c, segs);
+        w->segs[0] += segs[0];
+        w->segs[1] += segs[1];
+    }
 }
 
 /* ---- The loop's entry points ------------------------------------------- */
@@ -723,6 +944,10 @@ void load_event(struct load *L, uint64_t key, uint32_t events, uint64_t now)
         return;
     }
     enum io r = conn_io(&L->net, &a->c, events, now);
+    if (a->g->type == G_BLACKHOLE) {
+        bh_event(L, a, r, now);
+        return;
+    }
     if (r == IO_CLOSED_IDLE && a->cur != R_HOLD)
         return; /* an idle keep-alive connection closed by the server */
     handle(L, a, r, now);
@@ -752,6 +977,10 @@ void load_start(struct load *L, uint64_t now)
         const struct group_cfg *g = a->g;
         a->group_t0 = now + ms(g->start_ms);
         uint64_t first = a->group_t0;
+        if (g->type == G_BROWSER && !a->main) {
+            set_state(L, a, A_WAIT); /* woken when its page is in */
+            continue;
+        }
         /* Spread the first requests over one interval, as tabs opened at
          * different moments would be; storms start together by design. */
         if (g->type != G_STORM && g->interval_ms > 0) {
@@ -800,9 +1029,14 @@ void load_cut(struct load *L, uint64_t now)
 
 bool load_init(struct load *L, const struct scenario *sc)
 {
-    unsigned n = 1;
-    for (unsigned gi = 0; gi < sc->ngroups; gi++)
-        n += sc->groups[gi].count;
+    unsigned n = 1, nbr = 0;
+    for (unsigned gi = 0; gi < sc->ngroups; gi++) {
+        const struct group_cfg *g = &sc->groups[gi];
+        n += g->type == G_BROWSER ? g->count * g->parallel : g->count;
+        nbr += g->type == G_BROWSER ? g->count : 0;
+    }
+    L->nbrowsers = nbr;
+    L->browsers = nbr ? calloc(nbr, sizeof *L->browsers) : NULL;
     L->sc = sc;
     L->nactors = n;
     L->actors = calloc(n, sizeof *L->actors);
@@ -813,7 +1047,8 @@ bool load_init(struct load *L, const struct scenario *sc)
         if (sc->groups[gi].type == G_UPLOADER)
             uploaders += sc->groups[gi].count;
     L->chunks = uploaders ? malloc((size_t)uploaders * CHUNK) : NULL;
-    if (!L->actors || !L->heap || !L->caps || (uploaders && !L->chunks)) {
+    if (!L->actors || !L->heap || !L->caps || (uploaders && !L->chunks) ||
+        (nbr && !L->browsers)) {
         fprintf(stderr, PROG ": out of memory\n");
         return false;
     }
@@ -823,36 +1058,55 @@ bool load_init(struct load *L, const struct scenario *sc)
     m->deadline = NO_TIMER;
     conn_init(&m->c, 0, &L->mon.gs, L->caps, CAP_SIZE);
     L->mon.enabled = sc->status_enabled;
-    L->mon.interval_us = MON_PERIOD_US;
+    L->mon.interval_us = ms(sc->status_interval_ms);
+    m->c.netns = L->status_ns;
+    m->c.count_wire = L->status_ns < 0; /* over the link, it is load too */
 
     uint32_t idx = 1;
-    unsigned up_num = 0;
+    unsigned up_num = 0, br_num = 0;
     for (unsigned gi = 0; gi < sc->ngroups; gi++) {
         const struct group_cfg *g = &sc->groups[gi];
         uint32_t stream_crc = 0;
         uint64_t seed = sc->seed * 1000003u + gi;
-        if (g->type == G_UPLOADER && g->size > BODY_TAG)
-            stream_crc = body_stream_crc(seed, g->size - BODY_TAG);
-        for (unsigned k = 0; k < g->count; k++, idx++) {
+        uint64_t up_size = g->type == G_UPLOADER ? scaled_size(sc, g->size) : 0;
+        if (g->type == G_UPLOADER && up_size > BODY_TAG)
+            stream_crc = body_stream_crc(seed, up_size - BODY_TAG);
+        unsigned per = g->type == G_BROWSER ? g->parallel : 1;
+        for (unsigned k = 0; k < g->count * per; k++, idx++) {
             struct actor *a = &L->actors[idx];
             a->idx = idx;
             a->g = g;
             a->gs = &L->gs[gi];
-            a->num = k;
+            a->num = k / per;
             a->deadline = NO_TIMER;
             a->st = A_WAIT;
-            bool http = g->type != G_SLOWLORIS;
-            conn_init(&a->c, idx, &L->gs[gi], http ? L->caps + (size_t)idx * CAP_SIZE : NULL,
+            a->asset = -1;
+            /* Browsers and the blackhole client check sizes, not bodies. */
+            bool cap = g->type != G_SLOWLORIS && g->type != G_BROWSER && g->type != G_BLACKHOLE;
+            conn_init(&a->c, idx, &L->gs[gi], cap ? L->caps + (size_t)idx * CAP_SIZE : NULL,
                       CAP_SIZE);
+            a->c.netns = L->group_ns[gi];
+            a->c.count_wire = true;
+            if (g->type == G_BROWSER) {
+                struct browser *b = &L->browsers[br_num + k / per];
+                a->br = b;
+                a->main = k % per == 0;
+                if (!a->main)
+                    b->helpers[b->nhelpers++] = a;
+            }
+            if (g->type == G_BLACKHOLE)
+                L->bh.a = a;
             if (g->type == G_UPLOADER) {
                 a->num = up_num;
                 a->c.chunk = L->chunks + (size_t)up_num * CHUNK;
                 up_num++;
                 a->body.seed = seed;
-                a->body.size = g->size;
+                a->body.size = up_size;
                 a->body.stream_crc = stream_crc;
             }
         }
+        if (g->type == G_BROWSER)
+            br_num += g->count;
     }
     return true;
 }
@@ -866,6 +1120,8 @@ void load_free(struct load *L)
     free(L->heap);
     free(L->caps);
     free(L->chunks);
+    free(L->browsers);
+    L->browsers = NULL;
     L->actors = NULL;
     L->heap = NULL;
     L->caps = NULL;

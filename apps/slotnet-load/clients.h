@@ -5,12 +5,42 @@
 #ifndef SLOTNET_LOAD_CLIENTS_H
 #define SLOTNET_LOAD_CLIENTS_H
 
+#include <sys/types.h>
+
 #include "conn.h"
 
 #define NO_TIMER UINT64_MAX
 
 enum astate { A_WAIT, A_BUSY, A_DONE };
 enum req { R_NONE, R_LOGIN, R_PATH, R_UPLOAD, R_DOWNLOAD, R_CONNECT, R_HOLD };
+
+/* One browser: a page and its assets, fetched by `parallel` actors. */
+struct browser {
+    unsigned next;   /* the next asset no actor has taken */
+    unsigned done;   /* assets fully received */
+    bool page_done;  /* assets[0] is in: the others may start */
+    bool gave_up;    /* an asset failed max_retries times */
+    uint64_t t_start, t_served; /* t_served 0: not yet */
+    struct actor *helpers[MAX_ASSETS];
+    unsigned nhelpers;
+};
+
+/* The blackhole client's story, for the report. */
+struct blackhole {
+    struct actor *a;
+    char remote[48];   /* its endpoint as the server sees it: A.B.C.D:PORT */
+    uint64_t t_request, t_cut, t_until;
+    uint64_t before, after; /* reply bytes before and after the cut */
+    bool cut, signalled, requested;
+    /* from /status, by the server's clock (uptime_ms) */
+    bool seen_open, seen_cp, gone;
+    uint64_t last_open_u, first_cp_u, last_cp_u, gone_u;
+    uint64_t cp_seen_at;    /* tool clock of the first close-pending snapshot */
+    uint64_t timeouts_before, timeouts_after;
+    bool have_timeouts_before;
+    /* the other clients while it was silent */
+    uint64_t others_ok, others_failed, others_max_us;
+};
 
 struct actor {
     uint32_t idx;
@@ -38,6 +68,11 @@ struct actor {
     /* storm, and the first start of every client */
     uint64_t group_t0;
     uint64_t burst; /* the storm burst this client last joined */
+    /* browser */
+    struct browser *br;
+    int asset;      /* being fetched, -1 none */
+    unsigned tries; /* failures of that asset */
+    bool main;      /* fetches the page, then wakes the helpers */
 };
 
 struct monitor {
@@ -67,6 +102,16 @@ struct load {
     struct monitor mon;
     char *caps; /* capture buffers, one per actor */
     uint8_t *chunks;
+    /* browsers */
+    struct browser *browsers;
+    unsigned nbrowsers, served;
+    uint64_t all_served_at; /* 0: not yet */
+    struct wire wire_at_served;
+    /* blackhole */
+    struct blackhole bh;
+    pid_t bh_pid;  /* --blackhole-pid: SIGUSR1 there cuts the client's link */
+    int group_ns[MAX_GROUPS]; /* --netns: fds, -1 none */
+    int status_ns;
 };
 
 /* Sets up every actor (the scenario's clients and the monitor). */
@@ -87,5 +132,7 @@ void monitor_final(struct load *L, uint64_t now);
 /* True when the last snapshot shows every slot free (but ours). */
 bool monitor_all_free(const struct load *L);
 void monitor_stop(struct load *L);
+/* The wire counters with the transfers in flight counted as segments. */
+void load_wire_now(const struct load *L, struct wire *w);
 
 #endif /* SLOTNET_LOAD_CLIENTS_H */

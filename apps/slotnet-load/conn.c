@@ -4,10 +4,13 @@
  * always once connected, so a reset or an early reply is seen even while
  * an upload is still going out).
  */
+#define _GNU_SOURCE /* setns */
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <string.h>
+#include <sched.h>
+#include <stdlib.h>
 #include <sys/epoll.h>
 #include <unistd.h>
 
@@ -91,10 +94,28 @@ static void reply_reset(struct conn *c)
         c->cap[0] = '\0';
 }
 
+uint64_t wire_segs(const struct net *n, uint64_t len)
+{
+    unsigned mss = n->mss ? n->mss : 1448;
+    return (len + mss - 1) / mss;
+}
+
+void conn_partial_segs(const struct net *n, const struct conn *c, uint64_t segs[2])
+{
+    segs[0] = segs[1] = 0;
+    if (!c->count_wire || c->st == CS_CLOSED)
+        return;
+    if (!c->tx_counted && (c->st == CS_SENDING || c->st == CS_RECEIVING))
+        segs[0] = wire_segs(n, c->req_off + c->body_off);
+    if (c->rx_msg && !c->msg_done)
+        segs[1] = wire_segs(n, c->rx_msg);
+}
+
 void conn_init(struct conn *c, uint32_t idx, struct gstats *gs, char *cap, size_t cap_max)
 {
     memset(c, 0, sizeof *c);
     c->fd = -1;
+    c->netns = -1;
     c->idx = idx;
     c->gs = gs;
     c->cap = cap;
@@ -111,6 +132,12 @@ void conn_close(struct net *n, struct conn *c, bool rst)
          * browser does when it drops a connection. */
         struct linger lg = {.l_onoff = 1, .l_linger = 0};
         (void)setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    }
+    if (c->count_wire && c->st != CS_CONNECTING) {
+        if (rst)
+            n->wire.rst_closes++;
+        else
+            n->wire.fin_closes++;
     }
     close(c->fd); /* also leaves the epoll set: the fd is never dup'ed */
     c->fd = -1;
@@ -154,7 +181,25 @@ static enum io feed(struct conn *c, const char *buf, size_t len)
     return IO_PENDING;
 }
 
-static enum io receive(struct conn *c, uint64_t now)
+static void rx_done(struct net *n, struct conn *c)
+{
+    if (c->count_wire && c->rx_msg)
+        n->wire.segs[1] += wire_segs(n, c->rx_msg);
+    c->rx_msg = 0;
+}
+
+static enum io receive_(struct net *n, struct conn *c, uint64_t now);
+
+/* Counts a finished reply's segments. */
+static enum io receive(struct net *n, struct conn *c, uint64_t now)
+{
+    enum io res = receive_(n, c, now);
+    if (res == IO_DONE)
+        rx_done(n, c);
+    return res;
+}
+
+static enum io receive_(struct net *n, struct conn *c, uint64_t now)
 {
     size_t moved = 0;
     while (moved < IO_BUDGET) {
@@ -163,6 +208,11 @@ static enum io receive(struct conn *c, uint64_t now)
             c->any_rx = true;
             c->t_progress = now;
             moved += (size_t)r;
+            c->rx_msg += (uint64_t)r;
+            if (c->count_wire) {
+                n->wire.bytes[1] += (uint64_t)r;
+                n->iv_rx_bytes += (uint64_t)r;
+            }
             enum io res = feed(c, (const char *)rxbuf, (size_t)r);
             if (res != IO_PENDING)
                 return res;
@@ -208,6 +258,9 @@ static enum io pump(struct net *n, struct conn *c, uint64_t now)
             len = c->chunk_len - c->chunk_off;
             is_body = true;
         } else {
+            if (c->count_wire && !c->tx_counted)
+                n->wire.segs[0] += wire_segs(n, c->req_len + c->body_len);
+            c->tx_counted = true;
             c->st = CS_RECEIVING;
             set_events(n, c, EPOLLIN | EPOLLRDHUP);
             return IO_PENDING;
@@ -217,6 +270,8 @@ static enum io pump(struct net *n, struct conn *c, uint64_t now)
             size_t s = (size_t)r;
             moved += s;
             c->t_progress = now;
+            if (c->count_wire)
+                n->wire.bytes[0] += s;
             if (is_body) {
                 c->chunk_off += s;
                 c->body_off += s;
@@ -234,7 +289,7 @@ static enum io pump(struct net *n, struct conn *c, uint64_t now)
         }
         /* The server may have answered and closed before taking all of an
          * upload (413, 401): its reply, if it got here, is the result. */
-        enum io res = receive(c, now);
+        enum io res = receive(n, c, now);
         if (res == IO_DONE) {
             c->keep_alive = false;
             return res;
@@ -250,6 +305,8 @@ static void counted_connect(struct net *n, struct conn *c)
     c->gs->connects++;
     if (c->idx != 0) /* the /status monitor (index 0) is not part of the load */
         n->iv_connects++;
+    if (c->count_wire)
+        n->wire.conns++;
     struct sockaddr_storage ss;
     socklen_t len = sizeof ss;
     c->local_port = 0;
@@ -285,7 +342,18 @@ static enum io connect_failed(struct conn *c, int err)
 
 static enum io open_socket(struct net *n, struct conn *c, uint64_t now)
 {
+    /* A socket stays in the namespace it was made in: enter the group's
+     * for the call, then come home (one thread, so nothing else runs). */
+    if (c->netns >= 0 && setns(c->netns, CLONE_NEWNET) != 0) {
+        c->gs->connect_errors++;
+        return failed(c, F_CONNECT);
+    }
     int fd = socket(n->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (c->netns >= 0 && setns(n->home_ns, CLONE_NEWNET) != 0) {
+        fprintf(stderr, PROG ": cannot return to the tool's network namespace: %s\n",
+                strerror(errno));
+        abort();
+    }
     if (fd < 0) {
         c->gs->connect_errors++;
         return failed(c, F_CONNECT); /* out of descriptors */
@@ -318,6 +386,8 @@ enum io conn_request(struct net *n, struct conn *c, size_t req_len, const struct
     c->body_off = 0;
     c->chunk_len = c->chunk_off = 0;
     c->hold = false;
+    c->tx_counted = false;
+    c->rx_msg = 0;
     reply_reset(c);
     if (c->st == CS_IDLE) {
         c->reused = true;
@@ -335,6 +405,8 @@ enum io conn_connect(struct net *n, struct conn *c, bool hold, uint64_t now)
     c->body_len = c->body_off = 0;
     c->hold = hold;
     c->reused = false;
+    c->tx_counted = true;
+    c->rx_msg = 0;
     reply_reset(c);
     return open_socket(n, c, now);
 }
@@ -390,7 +462,7 @@ static enum io step(struct net *n, struct conn *c, uint32_t events, uint64_t now
     }
     case CS_SENDING:
         if (events & (EPOLLIN | EPOLLERR | EPOLLHUP | EPOLLRDHUP)) {
-            enum io res = receive(c, now);
+            enum io res = receive(n, c, now);
             if (res != IO_PENDING)
                 return res;
         }
@@ -398,7 +470,7 @@ static enum io step(struct net *n, struct conn *c, uint32_t events, uint64_t now
             return pump(n, c, now);
         return IO_PENDING;
     case CS_RECEIVING:
-        return receive(c, now);
+        return receive(n, c, now);
     case CS_IDLE:
     case CS_HOLD:
         return drain_idle(n, c);

@@ -34,7 +34,11 @@ struct net {
     char host[80]; /* the Host header: the target as given */
     uint64_t iv_connects, iv_up_bytes, iv_ok, iv_failed; /* since the last timeline row */
     uint64_t iv_lat_max;                                 /* us, small requests only */
+    uint64_t iv_rx_bytes;                                /* reply bytes, all clients */
     unsigned open;                                       /* our sockets open now */
+    struct wire wire;   /* what crossed the link (connections with count_wire) */
+    unsigned mss;       /* for counting segments */
+    int home_ns;        /* the tool's own network namespace, -1 if never left */
 };
 
 enum cstate { CS_CLOSED, CS_CONNECTING, CS_SENDING, CS_RECEIVING, CS_IDLE, CS_HOLD };
@@ -79,7 +83,17 @@ struct conn {
     bool cap_over;
     uint64_t t_progress; /* last byte moved either way */
     enum fail_kind fail;
+
+    int netns;          /* make the socket in this namespace (fd), or -1 */
+    bool count_wire;    /* its bytes cross the emulated link: count them */
+    uint64_t rx_msg;    /* bytes of the current reply received so far */
+    bool tx_counted;    /* the current request's segments are counted */
 };
+/* Segments of a request or reply of len bytes. */
+uint64_t wire_segs(const struct net *n, uint64_t len);
+/* The current request's and reply's bytes in flight, as segments, for a
+ * snapshot mid-transfer. */
+void conn_partial_segs(const struct net *n, const struct conn *c, uint64_t segs[2]);
 
 void conn_init(struct conn *c, uint32_t idx, struct gstats *gs, char *cap, size_t cap_max);
 /* Sends c->req[0..req_len) (plus body_len bytes of body, if any) on the

@@ -28,6 +28,8 @@
 #define NAME_LEN 64
 #define REQ_MAX 4096      /* request line and headers */
 #define TICK_US 250000u   /* timeline row and progress line period */
+#define MAX_ASSETS 64     /* a browser's page and its assets */
+#define ASSET_PATH 160
 
 /* ---- Time -------------------------------------------------------------- */
 
@@ -35,7 +37,13 @@ uint64_t now_us(void); /* CLOCK_MONOTONIC */
 
 /* ---- Scenario ---------------------------------------------------------- */
 
-enum group_type { G_POLLER, G_API, G_UPLOADER, G_SLOWLORIS, G_STORM };
+enum group_type { G_POLLER, G_API, G_UPLOADER, G_SLOWLORIS, G_STORM, G_BROWSER, G_BLACKHOLE };
+
+/* One file of a browser's page: the first is the page itself. */
+struct asset {
+    char path[ASSET_PATH];
+    uint64_t size; /* as written in the scenario, before the scale */
+};
 enum session_mode { SESS_NONE, SESS_IP, SESS_KEY };
 
 struct group_cfg {
@@ -69,6 +77,31 @@ struct group_cfg {
     unsigned reconnect_ms;
 
     /* storm: count connections every interval_ms; npaths == 0: connect only */
+
+    /* browser: assets[0] alone, then the rest over up to `parallel`
+     * keep-alive connections; a failed one is fetched again after retry_ms */
+    struct asset assets[MAX_ASSETS];
+    unsigned nassets;
+    unsigned parallel;
+    unsigned retry_ms;
+    unsigned max_retries; /* per asset */
+
+    /* blackhole: GET paths[0] (size bytes), the link cut after
+     * silence_after reply bytes, then silent for hold_ms */
+    uint64_t silence_after;
+    unsigned hold_ms;
+
+    /* --netns GROUP=NS: this group's sockets are made in NS (its own path) */
+    char netns[NAME_LEN];
+};
+
+/* What the report assumes of the link between the tool and the server,
+ * for the physical bound of a page load. rate 0: not known, no bound. */
+struct link_cfg {
+    double rate;         /* bytes/s each way, Ethernet header to payload */
+    double delay_ms;     /* one way */
+    unsigned mss;        /* TCP payload per full segment */
+    unsigned overhead;   /* Ethernet + IP + TCP header bytes per segment */
 };
 
 enum expect_id {
@@ -83,6 +116,10 @@ enum expect_id {
     E_MAX_P99_MS,
     E_MAX_LONGEST_POLL_US,
     E_MIN_UPLOAD_MB_S,
+    E_ALL_CLIENTS_SERVED,
+    E_MAX_SERVED_RATIO,
+    E_BLACKHOLE_RESET_WITHIN_MS,
+    E_SERVED_DURING_BLACKHOLE,
     E_COUNT
 };
 
@@ -103,7 +140,16 @@ struct scenario {
     struct group_cfg groups[MAX_GROUPS];
     unsigned ngroups;
     struct expectation expect[E_COUNT];
+    struct link_cfg link;
+    double scale;                /* browser assets and upload sizes times this */
+    unsigned status_interval_ms; /* the monitor's period (250) */
+    unsigned status_timeout_ms;  /* and its timeout (1000) */
+    char status_netns[NAME_LEN]; /* --status-netns: the monitor's sockets there */
+    unsigned close_timeout_ms;   /* the server's, for the blackhole check (2000) */
 };
+
+/* An asset's or upload's size after the scenario's scale (at least 1). */
+uint64_t scaled_size(const struct scenario *sc, uint64_t size);
 
 extern const char *const expect_names[E_COUNT];
 
@@ -155,6 +201,16 @@ struct gstats {
     uint64_t sl_dropped, sl_open, sl_peak;
     /* storm */
     uint64_t skipped;
+    /* browser */
+    uint64_t served, retries, gave_up;
+};
+
+/* Bytes the tool moved, for the bound: [0] up (sent), [1] down (received). */
+struct wire {
+    uint64_t bytes[2]; /* HTTP: request line, headers, bodies; reply the same */
+    uint64_t segs[2];  /* data segments: each message's bytes / MSS, rounded up */
+    uint64_t conns;    /* TCP connections made */
+    uint64_t fin_closes, rst_closes;
 };
 
 /* ---- Server status (from GET /status) ---------------------------------- */
@@ -191,10 +247,17 @@ struct status_snap {
     /* slotnet-web --link: the round trips to slotnetd, {"link": {...}} */
     bool has_link;
     uint64_t link_p50_us, link_p99_us, link_max_us, link_requests, link_timeouts;
+    /* the server's clock, and close timeouts so far */
+    bool has_uptime, has_closed_timeout;
+    uint64_t uptime_ms, closed_timeout;
+    /* the slot whose remote is the watched endpoint (the blackhole client) */
+    int watched_state; /* an SS_*, or -1: no slot has it */
 };
 
-/* Parses a /status body; own_port is the monitor's local port. */
-bool status_parse(const char *body, size_t len, unsigned own_port, struct status_snap *s);
+/* Parses a /status body; own_port is the monitor's local port; watch (or
+ * NULL) is an "A.B.C.D:PORT" remote whose slot state goes to watched_state. */
+bool status_parse(const char *body, size_t len, unsigned own_port, const char *watch,
+                  struct status_snap *s);
 
 /* ---- Timeline ---------------------------------------------------------- */
 
@@ -202,6 +265,9 @@ struct row {
     double t;
     double req_s, conn_s, up_mb_s;
     double lat_max_ms; /* the slowest small request that ended in this row */
+    double down_kb_s;  /* reply bytes received, kB/s (10^3) */
+    unsigned served;   /* browsers served so far */
+    uint64_t others_ok, others_failed; /* requests of groups other than browsers and blackhole */
     uint64_t failures;
     uint64_t open; /* our connections open at the end of the interval */
     struct status_snap st;
@@ -223,12 +289,42 @@ struct result {
     struct row *rows;
     size_t nrows;
     bool interrupted;
+    /* browsers: their page loads, and the bound */
+    unsigned browsers, served;
+    double all_served_s; /* < 0: not all served */
+    double *served_s;    /* per browser, < 0 not served */
+    struct wire wire_at_served; /* what had crossed when the last was served */
+    struct wire wire_total;
+    /* blackhole */
+    bool bh_present, bh_cut, bh_reset_seen, bh_timeout_counted;
+    double bh_request_s, bh_cut_s, bh_silent_until_s;
+    uint64_t bh_bytes_before, bh_bytes_after, bh_size;
+    double bh_close_ms, bh_close_lo_ms, bh_close_hi_ms; /* pending to free, by the server's clock */
+    double bh_cp_seen_s;   /* when close-pending was first seen (tool clock) */
+    uint64_t bh_others_ok, bh_others_failed;
+    double bh_others_max_ms;
+    char bh_remote[48];
+    bool bh_signalled;
     /* expectations, filled by report_check */
     bool exp_pass[E_COUNT];
     bool exp_skipped[E_COUNT];
     double exp_got[E_COUNT];
     bool pass;
 };
+
+/* The physical bound of the page loads: what crossed the link until the
+ * last browser was served, on the wire, over the rate, plus the round trips
+ * no byte can avoid. valid false without a link rate or with a browser unserved. */
+struct page_bound {
+    bool valid;
+    double wire[2];   /* bytes on the wire, [0] up, [1] down */
+    double http[2];   /* of which HTTP bytes */
+    double line_s;    /* the busier direction's bytes / rate */
+    double rtt_s;     /* 2 x delay */
+    unsigned rtts;    /* round trips added: handshake and request */
+    double bound_s, ratio;
+};
+void page_bound(const struct result *r, struct page_bound *b);
 
 void report_check(struct result *r);
 void report_print(FILE *f, const struct result *r);

@@ -36,7 +36,8 @@ static void plot_body(FILE *f, const char *csv, const struct result *r, bool slo
 {
     double tmax = r->nrows ? r->rows[r->nrows - 1].t : 1.0;
     bool up = has_uploads(r);
-    fprintf(f, "set multiplot layout %d,1 title ", slots ? 3 : 2);
+    bool pages = r->browsers > 0;
+    fprintf(f, "set multiplot layout %d,1 title ", (slots ? 3 : 2) + (pages ? 1 : 0));
     char title[256];
     snprintf(title, sizeof title, "slotnet-load: %s against %s", r->sc->name, r->target);
     quoted(f, title);
@@ -46,6 +47,20 @@ static void plot_body(FILE *f, const char *csv, const struct result *r, bool slo
     /* The end of the timed run: what follows is the drain and the final check. */
     fprintf(f, "set arrow 1 from %.2f, graph 0 to %.2f, graph 1 nohead front dt 2 lc rgb '#555555'\n",
             r->run_s, r->run_s);
+    /* The moments the slow-link scenarios are about. */
+    if (r->all_served_s >= 0)
+        fprintf(f, "set arrow 2 from %.2f, graph 0 to %.2f, graph 1 nohead front lw 2 "
+                   "lc rgb '#2ca02c'\n",
+                r->all_served_s, r->all_served_s);
+    if (r->bh_cut)
+        fprintf(f, "set arrow 3 from %.2f, graph 0 to %.2f, graph 1 nohead front lw 2 "
+                   "lc rgb '#000000'\n",
+                r->bh_cut_s, r->bh_cut_s);
+    if (r->bh_cp_seen_s >= 0 && r->bh_reset_seen)
+        fprintf(f, "set arrow 4 from %.2f, graph 0 to %.2f, graph 1 nohead front lw 2 dt 3 "
+                   "lc rgb '#d62728'\n",
+                r->bh_cp_seen_s + r->bh_close_ms / 1000.0,
+                r->bh_cp_seen_s + r->bh_close_ms / 1000.0);
     if (slots) {
         unsigned n = r->final.nslots;
         for (size_t i = 0; i < r->nrows && n == 0; i++)
@@ -89,7 +104,18 @@ static void plot_body(FILE *f, const char *csv, const struct result *r, bool slo
     quoted(f, csv);
     fprintf(f, " using 1:14 with impulses lw 2 lc rgb '#1f77b4' "
                "title 'slowest poll/API request'\n");
-    fprintf(f, "unset multiplot\nunset arrow 1\n");
+    if (pages) {
+        /* The page loads: browsers served, and what the link delivered. */
+        fprintf(f, "set ylabel 'browsers served'\nset yrange [0:%u]\n"
+                   "set y2label 'received kB/s'\nset y2tics\nset y2range [0:*]\nplot ",
+                r->browsers + 1);
+        quoted(f, csv);
+        fprintf(f, " using 1:16 with steps lw 2 lc rgb '#2ca02c' title 'browsers served', \\\n"
+                   "  '' using 1:15 axes x1y2 with lines lw 1 lc rgb '#ff7f0e' "
+                   "title 'received kB/s'\n");
+        fprintf(f, "unset y2tics\nunset y2label\n");
+    }
+    fprintf(f, "unset multiplot\nunset arrow 1\nunset arrow 2\nunset arrow 3\nunset arrow 4\n");
 }
 
 bool report_plot(const char *prefix, const char *csv, const struct result *r)
@@ -112,13 +138,13 @@ bool report_plot(const char *prefix, const char *csv, const struct result *r)
     }
     fprintf(f, "# Written by " PROG "; run: gnuplot %s\n", gp);
     fprintf(f, "set datafile separator ','\nset key autotitle columnhead\n");
-    fprintf(f, "set terminal pngcairo size 1200,%d font 'sans,10'\nset output ",
-            slots ? 1050 : 700);
+    int height = (slots ? 1050 : 700) + (r->browsers ? 330 : 0);
+    fprintf(f, "set terminal pngcairo size 1200,%d font 'sans,10'\nset output ", height);
     quoted(f, png);
     fputc('\n', f);
     plot_body(f, csv, r, slots);
     fprintf(f, "set output\nset terminal svg size 1200,%d dynamic font 'sans,10'\nset output ",
-            slots ? 1050 : 700);
+            height);
     quoted(f, svg);
     fputc('\n', f);
     plot_body(f, csv, r, slots);

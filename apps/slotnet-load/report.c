@@ -16,7 +16,8 @@ static void headline(const struct result *r, struct hist *h)
 {
     memset(h, 0, sizeof *h);
     for (unsigned i = 0; i < r->sc->ngroups; i++)
-        if (r->sc->groups[i].type != G_UPLOADER && r->sc->groups[i].type != G_SLOWLORIS)
+        if (r->sc->groups[i].type != G_UPLOADER && r->sc->groups[i].type != G_SLOWLORIS &&
+            r->sc->groups[i].type != G_BROWSER && r->sc->groups[i].type != G_BLACKHOLE)
             hist_merge(h, &r->g[i].lat);
 }
 
@@ -31,6 +32,46 @@ static bool has_type(const struct result *r, enum group_type t)
 static double per_s(uint64_t n, double s)
 {
     return s > 0 ? (double)n / s : 0.0;
+}
+
+/*
+ * What the bound counts, per direction (up: the tool's, down: the server's):
+ *   the HTTP bytes (request lines, headers and bodies; status lines,
+ *   headers and bodies) the tool moved until the last browser was served,
+ *   the monitor's too when it shares the link;
+ *   overhead bytes per data segment, a segment per MSS of each message
+ *   (rounded up; a message in flight counts what has moved);
+ *   a pure ACK (overhead bytes) for every two data segments the other way;
+ *   per connection a SYN each way (overhead + 8 bytes of options) and the
+ *   handshake's last ACK up; per FIN close two frames each way; per RST
+ *   close one 54-byte frame up.
+ * Line time: the busier direction over the rate (the emulator counts from
+ * the Ethernet header to the end of the payload). Plus two round trips: a
+ * connection's handshake and its first request, before which no reply byte
+ * can flow. Retransmissions, ARP and idle gaps are not counted: they are
+ * what the ratio measures.
+ */
+void page_bound(const struct result *r, struct page_bound *b)
+{
+    memset(b, 0, sizeof *b);
+    const struct link_cfg *lk = &r->sc->link;
+    const struct wire *w = &r->wire_at_served;
+    if (lk->rate <= 0 || r->browsers == 0 || r->all_served_s < 0)
+        return;
+    double oh = lk->overhead, syn = oh + 8, rst = 54;
+    for (int d = 0; d < 2; d++) {
+        b->http[d] = (double)w->bytes[d];
+        b->wire[d] = (double)w->bytes[d] + (double)w->segs[d] * oh + (double)w->conns * syn +
+                     (double)w->fin_closes * 2 * oh +
+                     (double)((w->segs[1 - d] + 1) / 2) * oh; /* ACKs of the other way */
+    }
+    b->wire[0] += (double)w->conns * oh + (double)w->rst_closes * rst;
+    b->line_s = (b->wire[0] > b->wire[1] ? b->wire[0] : b->wire[1]) / lk->rate;
+    b->rtt_s = 2 * lk->delay_ms / 1000.0;
+    b->rtts = 2;
+    b->bound_s = b->line_s + b->rtts * b->rtt_s;
+    b->ratio = b->bound_s > 0 ? r->all_served_s / b->bound_s : 0;
+    b->valid = true;
 }
 
 static bool upload_verdict(const struct result *r)
@@ -100,6 +141,27 @@ void report_check(struct result *r)
             got = mb_per_s(t->up_bytes, t->up_us);
             pass = t->up_ok > 0 && got >= e->value;
             break;
+        case E_ALL_CLIENTS_SERVED:
+            got = r->served;
+            pass = r->browsers > 0 && r->served == r->browsers;
+            break;
+        case E_MAX_SERVED_RATIO: {
+            struct page_bound b;
+            page_bound(r, &b);
+            got = b.ratio;
+            pass = b.valid && b.ratio <= e->value;
+            break;
+        }
+        case E_BLACKHOLE_RESET_WITHIN_MS:
+            got = r->bh_reset_seen ? r->bh_close_ms - (double)r->sc->close_timeout_ms : -1;
+            pass = r->bh_cut && r->bh_reset_seen && r->bh_timeout_counted &&
+                   r->bh_bytes_after == 0 &&
+                   (got < 0 ? -got : got) <= e->value;
+            break;
+        case E_SERVED_DURING_BLACKHOLE:
+            got = (double)r->bh_others_ok;
+            pass = r->bh_cut && r->bh_others_ok > 0 && r->bh_others_failed == 0;
+            break;
         case E_COUNT:
             break;
         }
@@ -139,7 +201,12 @@ static const char *want_text(int id, const struct expectation *e, char *buf, siz
     switch ((enum expect_id)id) {
     case E_UPLOAD_CRC:
     case E_ALL_SLOTS_FREE:
+    case E_ALL_CLIENTS_SERVED:
+    case E_SERVED_DURING_BLACKHOLE:
         snprintf(buf, len, "true");
+        break;
+    case E_BLACKHOLE_RESET_WITHIN_MS:
+        snprintf(buf, len, "+-%g", e->value);
         break;
     case E_MIN_REQUESTS:
     case E_MIN_CONN_PER_S:
@@ -210,6 +277,59 @@ void report_print(FILE *f, const struct result *r)
                 upload_verdict(r) ? "verified" : "NOT verified", (unsigned long long)t->up_verified,
                 (unsigned long long)t->up_bad, (unsigned long long)t->up_failed,
                 (unsigned long long)t->up_cut);
+    }
+    if (r->browsers) {
+        double first = -1;
+        for (unsigned i = 0; i < r->browsers; i++)
+            if (r->served_s[i] >= 0 && (first < 0 || r->served_s[i] < first))
+                first = r->served_s[i];
+        fprintf(f, "pages        %u of %u browsers served", r->served, r->browsers);
+        if (r->all_served_s >= 0)
+            fprintf(f, "; all served at %.1f s (the first at %.1f s)", r->all_served_s, first);
+        fprintf(f, "; %llu requests retried, %llu given up\n",
+                (unsigned long long)t->retries, (unsigned long long)t->gave_up);
+        struct page_bound b;
+        page_bound(r, &b);
+        const struct link_cfg *lk = &sc->link;
+        if (lk->rate <= 0)
+            fprintf(f, "  bound     - (no link rate: --link-rate or the scenario's \"link\")\n");
+        else if (!b.valid)
+            fprintf(f, "  bound     - (not every browser was served)\n");
+        else {
+            fprintf(f, "  bound     %.1f s = line time %.1f s + %u round trips of %.3f s "
+                       "(handshake, request)\n",
+                    b.bound_s, b.line_s, b.rtts, b.rtt_s);
+            fprintf(f, "            on the wire: down %.3f MB (HTTP %.3f MB), up %.3f MB (HTTP "
+                       "%.3f MB) at %.0f B/s each way; MSS %u, %u header bytes a segment\n",
+                    b.wire[1] / 1e6, b.http[1] / 1e6, b.wire[0] / 1e6, b.http[0] / 1e6, lk->rate,
+                    lk->mss, lk->overhead);
+            fprintf(f, "  ratio     %.2f (all served / bound)\n", b.ratio);
+        }
+    }
+    if (r->bh_present) {
+        fprintf(f, "blackhole    ");
+        if (!r->bh_cut)
+            fprintf(f, "link NOT cut (the reply %s)\n",
+                    r->bh_request_s < 0 ? "was never asked for" : "did not arrive in part");
+        else {
+            fprintf(f, "%s cut at %.2f s after %llu bytes of the reply (a %llu-byte body; asked at %.2f s), "
+                       "silent until %.2f s; %llu bytes came after the cut\n",
+                    r->bh_remote, r->bh_cut_s, (unsigned long long)r->bh_bytes_before,
+                    (unsigned long long)r->bh_size, r->bh_request_s, r->bh_silent_until_s,
+                    (unsigned long long)r->bh_bytes_after);
+            if (!r->bh_signalled)
+                fprintf(f, "             (no --blackhole-pid: the cut is the emulator's schedule)\n");
+        }
+        if (r->bh_reset_seen)
+            fprintf(f, "  close     close-pending to reset %.0f ms by the server's clock (between "
+                       "%.0f and %.0f), configured %u ms; close timeouts counted: %s\n",
+                    r->bh_close_ms, r->bh_close_lo_ms, r->bh_close_hi_ms, sc->close_timeout_ms,
+                    r->bh_timeout_counted ? "yes" : "NO");
+        else
+            fprintf(f, "  close     the slot was NOT seen going from close-pending to free\n");
+        fprintf(f, "  others    while silent: %llu requests served, %llu failed, slowest %.0f ms\n",
+                (unsigned long long)r->bh_others_ok, (unsigned long long)r->bh_others_failed,
+                r->bh_others_max_ms);
     }
     if (!r->status_available) {
         fprintf(f, "server       no /status: slots and server timings unknown\n");
@@ -352,6 +472,75 @@ static cJSON *build_json(const struct result *r)
         cJSON_AddNullToObject(root, "upload");
     }
 
+    if (r->browsers) {
+        cJSON *pg = cJSON_AddObjectToObject(root, "pages");
+        cJSON_AddNumberToObject(pg, "browsers", r->browsers);
+        cJSON_AddNumberToObject(pg, "served", r->served);
+        add_maybe(pg, "all_served_s", r->all_served_s >= 0, r->all_served_s);
+        cJSON *ss = cJSON_AddArrayToObject(pg, "served_s");
+        for (unsigned i = 0; i < r->browsers; i++)
+            cJSON_AddItemToArray(ss, r->served_s[i] >= 0 ? cJSON_CreateNumber(r->served_s[i])
+                                                         : cJSON_CreateNull());
+        cJSON_AddNumberToObject(pg, "retries", (double)t->retries);
+        cJSON_AddNumberToObject(pg, "gave_up", (double)t->gave_up);
+        cJSON_AddNumberToObject(pg, "scale", sc->scale);
+        const struct link_cfg *lk = &sc->link;
+        cJSON *lo = cJSON_AddObjectToObject(pg, "link");
+        cJSON_AddNumberToObject(lo, "rate", lk->rate);
+        cJSON_AddNumberToObject(lo, "delay_ms", lk->delay_ms);
+        cJSON_AddNumberToObject(lo, "mss", lk->mss);
+        cJSON_AddNumberToObject(lo, "overhead", lk->overhead);
+        struct page_bound b;
+        page_bound(r, &b);
+        if (b.valid) {
+            cJSON *bo = cJSON_AddObjectToObject(pg, "bound");
+            cJSON_AddNumberToObject(bo, "bound_s", b.bound_s);
+            cJSON_AddNumberToObject(bo, "line_s", b.line_s);
+            cJSON_AddNumberToObject(bo, "round_trips", b.rtts);
+            cJSON_AddNumberToObject(bo, "rtt_s", b.rtt_s);
+            cJSON_AddNumberToObject(bo, "wire_down_bytes", b.wire[1]);
+            cJSON_AddNumberToObject(bo, "wire_up_bytes", b.wire[0]);
+            cJSON_AddNumberToObject(bo, "http_down_bytes", b.http[1]);
+            cJSON_AddNumberToObject(bo, "http_up_bytes", b.http[0]);
+            const struct wire *w = &r->wire_at_served;
+            cJSON_AddNumberToObject(bo, "segments_down", (double)w->segs[1]);
+            cJSON_AddNumberToObject(bo, "segments_up", (double)w->segs[0]);
+            cJSON_AddNumberToObject(bo, "connections", (double)w->conns);
+            cJSON_AddNumberToObject(bo, "fin_closes", (double)w->fin_closes);
+            cJSON_AddNumberToObject(bo, "rst_closes", (double)w->rst_closes);
+            cJSON_AddNumberToObject(pg, "ratio", b.ratio);
+        } else {
+            cJSON_AddNullToObject(pg, "bound");
+            cJSON_AddNullToObject(pg, "ratio");
+        }
+    } else {
+        cJSON_AddNullToObject(root, "pages");
+    }
+    if (r->bh_present) {
+        cJSON *bh = cJSON_AddObjectToObject(root, "blackhole");
+        cJSON_AddStringToObject(bh, "client", r->bh_remote);
+        cJSON_AddBoolToObject(bh, "cut", r->bh_cut);
+        cJSON_AddBoolToObject(bh, "cut_by_signal", r->bh_signalled);
+        add_maybe(bh, "request_s", r->bh_request_s >= 0, r->bh_request_s);
+        add_maybe(bh, "cut_s", r->bh_cut, r->bh_cut_s);
+        add_maybe(bh, "silent_until_s", r->bh_cut, r->bh_silent_until_s);
+        cJSON_AddNumberToObject(bh, "reply_bytes", (double)r->bh_size);
+        cJSON_AddNumberToObject(bh, "bytes_before_cut", (double)r->bh_bytes_before);
+        cJSON_AddNumberToObject(bh, "bytes_after_cut", (double)r->bh_bytes_after);
+        cJSON_AddBoolToObject(bh, "reset_seen", r->bh_reset_seen);
+        add_maybe(bh, "close_pending_seen_s", r->bh_cp_seen_s >= 0, r->bh_cp_seen_s);
+        add_maybe(bh, "close_to_reset_ms", r->bh_reset_seen, r->bh_close_ms);
+        add_maybe(bh, "close_to_reset_min_ms", r->bh_reset_seen, r->bh_close_lo_ms);
+        add_maybe(bh, "close_to_reset_max_ms", r->bh_reset_seen, r->bh_close_hi_ms);
+        cJSON_AddNumberToObject(bh, "close_timeout_ms", sc->close_timeout_ms);
+        cJSON_AddBoolToObject(bh, "closed_timeout_counted", r->bh_timeout_counted);
+        cJSON_AddNumberToObject(bh, "others_ok", (double)r->bh_others_ok);
+        cJSON_AddNumberToObject(bh, "others_failed", (double)r->bh_others_failed);
+        cJSON_AddNumberToObject(bh, "others_max_ms", r->bh_others_max_ms);
+    } else {
+        cJSON_AddNullToObject(root, "blackhole");
+    }
+
     cJSON *srv = cJSON_AddObjectToObject(root, "server");
     cJSON_AddBoolToObject(srv, "status_available", r->status_available);
     const struct status_snap *fin = &r->final, *first = &r->first;
@@ -468,7 +657,7 @@ bool report_csv(const char *file, const struct result *r)
     bool link = r->final.valid && r->final.has_link;
     fprintf(f, "t_s,req_per_s,conn_per_s,failures,upload_mb_s,open_conns,slots_free,"
                "slots_connected,slots_other_end_closed,slots_close_pending,slots_other,"
-               "slots_monitor,backlog,lat_max_ms%s\n",
+               "slots_monitor,backlog,lat_max_ms,down_kb_s,browsers_served%s\n",
             link ? ",link_rtt_p50_us,link_rtt_p99_us,link_rtt_max_us" : "");
     for (size_t i = 0; i < r->nrows; i++) {
         const struct row *w = &r->rows[i];
@@ -486,7 +675,7 @@ bool report_csv(const char *file, const struct result *r)
         } else {
             fprintf(f, ",,,,,,,");
         }
-        fprintf(f, ",%.2f", w->lat_max_ms);
+        fprintf(f, ",%.2f,%.2f,%u", w->lat_max_ms, w->down_kb_s, w->served);
         if (link && s->valid && s->has_link)
             fprintf(f, ",%llu,%llu,%llu", (unsigned long long)s->link_p50_us,
                     (unsigned long long)s->link_p99_us, (unsigned long long)s->link_max_us);

@@ -25,6 +25,10 @@ const char *const expect_names[E_COUNT] = {
     [E_MAX_P99_MS] = "max_p99_ms",
     [E_MAX_LONGEST_POLL_US] = "max_longest_poll_us",
     [E_MIN_UPLOAD_MB_S] = "min_upload_mb_s",
+    [E_ALL_CLIENTS_SERVED] = "all_clients_served",
+    [E_MAX_SERVED_RATIO] = "max_served_ratio",
+    [E_BLACKHOLE_RESET_WITHIN_MS] = "blackhole_reset_within_ms",
+    [E_SERVED_DURING_BLACKHOLE] = "served_during_blackhole",
 };
 
 static const char *const type_names[] = {
@@ -33,7 +37,15 @@ static const char *const type_names[] = {
     [G_UPLOADER] = "uploader",
     [G_SLOWLORIS] = "slowloris",
     [G_STORM] = "storm",
+    [G_BROWSER] = "browser",
+    [G_BLACKHOLE] = "blackhole",
 };
+
+uint64_t scaled_size(const struct scenario *sc, uint64_t size)
+{
+    double v = (double)size * sc->scale + 0.5;
+    return v < 1 ? 1 : (uint64_t)v;
+}
 
 const char *group_type_name(enum group_type t)
 {
@@ -235,6 +247,8 @@ static void group_defaults(struct group_cfg *gc, enum group_type t)
         gc->keepalive = true;
         gc->timeout_ms = 10000;
         gc->interval_ms = 0;
+        gc->retry_ms = 1000;
+        gc->max_retries = 0; /* a refused or reset upload or check is a failure */
         strcpy(gc->upload_name, "0:/gcodes/load-{n}.g");
         break;
     case G_SLOWLORIS:
@@ -251,7 +265,61 @@ static void group_defaults(struct group_cfg *gc, enum group_type t)
         gc->timeout_ms = 3000;
         gc->close_rst = true;
         break;
+    case G_BROWSER:
+        gc->npaths = 0;
+        gc->keepalive = true;
+        gc->parallel = 6; /* browsers' connections per host */
+        gc->interval_ms = 0;
+        gc->timeout_ms = 30000; /* without progress */
+        gc->retry_ms = 1000;
+        gc->max_retries = 50;
+        break;
+    case G_BLACKHOLE:
+        strcpy(gc->paths[0], "/blackhole.bin");
+        gc->npaths = 1;
+        gc->size = 24000;
+        gc->connection_close = true;
+        gc->close_rst = true;
+        gc->silence_after = 1;
+        gc->hold_ms = 8000;
+        gc->timeout_ms = 10000; /* for the connect and the first bytes */
+        gc->interval_ms = 0;
+        break;
     }
+}
+
+/* "assets": [{"path": "/index.html", "size": 1900}, ...]: the page first. */
+static bool get_assets(const cJSON *g, struct group_cfg *gc)
+{
+    const cJSON *a = cJSON_GetObjectItemCaseSensitive(g, "assets");
+    if (!a)
+        return gc->type != G_BROWSER || fail("a browser needs \"assets\"");
+    if (gc->type != G_BROWSER)
+        return fail("\"assets\" is for browser groups");
+    if (!cJSON_IsArray(a) || cJSON_GetArraySize(a) < 1 || cJSON_GetArraySize(a) > MAX_ASSETS)
+        return fail("\"assets\" must be an array of 1..%d {\"path\", \"size\"}", MAX_ASSETS);
+    const cJSON *it;
+    cJSON_ArrayForEach(it, a)
+    {
+        struct asset *as = &gc->assets[gc->nassets];
+        static const char *const keys[] = {"path", "size", NULL};
+        if (!cJSON_IsObject(it) || !known_keys(it, keys))
+            return fail("\"assets\" holds objects {\"path\", \"size\"}");
+        const cJSON *p = cJSON_GetObjectItemCaseSensitive(it, "path");
+        const cJSON *sz = cJSON_GetObjectItemCaseSensitive(it, "size");
+        if (!cJSON_IsString(p) || strlen(p->valuestring) >= ASSET_PATH)
+            return fail("an asset's \"path\" must be a string shorter than %d", ASSET_PATH);
+        strcpy(as->path, p->valuestring);
+        if (!check_path("assets", as->path) || strstr(as->path, "/../") || strchr(as->path, '?'))
+            return fail("asset \"%s\": a plain file path, please", as->path);
+        if (!cJSON_IsNumber(sz) || sz->valuedouble < 1 || sz->valuedouble > 1e12 ||
+            sz->valuedouble != floor(sz->valuedouble))
+            return fail("asset \"%s\": \"size\" must be a whole number of bytes >= 1",
+                        as->path);
+        as->size = (uint64_t)sz->valuedouble;
+        gc->nassets++;
+    }
+    return true;
 }
 
 static bool parse_group(const cJSON *g, unsigned idx, struct group_cfg *gc)
@@ -260,7 +328,8 @@ static bool parse_group(const cJSON *g, unsigned idx, struct group_cfg *gc)
         "type", "name", "count", "start_ms", "path", "paths", "session", "keepalive", "close",
         "connection_close", "check_json", "interval_ms", "timeout_ms", "max_requests", "size",
         "uploads", "verify_download", "file", "mode", "trickle_ms", "reconnect",
-        "reconnect_ms", "comment", NULL,
+        "reconnect_ms", "comment", "assets", "parallel", "retry_ms", "max_retries",
+        "silence_after", "hold_ms", NULL,
     };
     snprintf(cur_where, sizeof cur_where, "groups[%u]: ", idx);
     if (!cJSON_IsObject(g))
@@ -268,7 +337,8 @@ static bool parse_group(const cJSON *g, unsigned idx, struct group_cfg *gc)
 
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(g, "type");
     if (!cJSON_IsString(type))
-        return fail("\"type\" is required: poller, api, uploader, slowloris or storm");
+        return fail("\"type\" is required: poller, api, uploader, slowloris, storm, browser "
+                    "or blackhole");
     enum group_type t = G_POLLER;
     bool found = false;
     for (unsigned i = 0; i < sizeof type_names / sizeof type_names[0]; i++)
@@ -298,9 +368,18 @@ static bool parse_group(const cJSON *g, unsigned idx, struct group_cfg *gc)
               get_choice(g, "mode", "trickle", "idle", &gc->trickle) &&
               get_uint(g, "trickle_ms", 1, 3600000, &gc->trickle_ms) &&
               get_bool(g, "reconnect", &gc->reconnect) &&
-              get_uint(g, "reconnect_ms", 1, 3600000, &gc->reconnect_ms);
+              get_uint(g, "reconnect_ms", 1, 3600000, &gc->reconnect_ms) && get_assets(g, gc) &&
+              get_uint(g, "parallel", 1, 64, &gc->parallel) &&
+              get_uint(g, "retry_ms", 0, 3600000, &gc->retry_ms) &&
+              get_uint(g, "max_retries", 0, 1000000, &gc->max_retries) &&
+              get_u64(g, "silence_after", 1, 1ull << 40, &gc->silence_after) &&
+              get_uint(g, "hold_ms", 1, 3600000, &gc->hold_ms);
     if (!ok)
         return false;
+    if (t == G_BROWSER && gc->parallel > gc->nassets)
+        gc->parallel = gc->nassets; /* no more connections than files */
+    if (t == G_BLACKHOLE && gc->silence_after > gc->size)
+        return fail("\"silence_after\" must be within the reply's \"size\"");
 
     if (cJSON_GetObjectItemCaseSensitive(g, "mode") && t != G_SLOWLORIS)
         return fail("\"mode\" is for slowloris groups");
@@ -338,7 +417,8 @@ static bool parse_expect(const cJSON *e, struct scenario *sc)
             fputc('\n', stderr);
             return false;
         }
-        bool is_bool = id == E_UPLOAD_CRC || id == E_ALL_SLOTS_FREE;
+        bool is_bool = id == E_UPLOAD_CRC || id == E_ALL_SLOTS_FREE ||
+                       id == E_ALL_CLIENTS_SERVED || id == E_SERVED_DURING_BLACKHOLE;
         if (is_bool) {
             if (!cJSON_IsBool(it))
                 return fail("\"%s\" must be true or false", it->string);
@@ -397,7 +477,8 @@ bool scenario_load(const char *file, struct scenario *sc)
 {
     static const char *const keys[] = {
         "name", "description", "comment", "duration_s", "drain_ms", "final_grace_ms",
-        "status_path", "password", "seed", "groups", "expect", NULL,
+        "status_path", "password", "seed", "groups", "expect", "link", "scale",
+        "status_interval_ms", "status_timeout_ms", "close_timeout_ms", NULL,
     };
     cur_file = file;
     cur_where[0] = '\0';
@@ -408,6 +489,12 @@ bool scenario_load(const char *file, struct scenario *sc)
     sc->status_enabled = true;
     strcpy(sc->status_path, "/status");
     sc->seed = 1;
+    sc->scale = 1;
+    sc->status_interval_ms = 250;
+    sc->status_timeout_ms = 1000;
+    sc->close_timeout_ms = 2000; /* slotnet-web's default */
+    sc->link.mss = 1448;         /* 1500 - 20 IP - 20 TCP - 12 timestamps */
+    sc->link.overhead = 66;      /* 14 Ethernet + 20 IP + 32 TCP with timestamps */
     /* The name defaults to the file's base name without .json. */
     const char *base = strrchr(file, '/');
     base = base ? base + 1 : file;
@@ -439,7 +526,22 @@ bool scenario_load(const char *file, struct scenario *sc)
          get_uint(root, "drain_ms", 0, 600000, &sc->drain_ms) &&
          get_uint(root, "final_grace_ms", 0, 600000, &sc->final_grace_ms) &&
          get_str(root, "password", sc->password, sizeof sc->password) &&
-         get_u64(root, "seed", 0, 9007199254740991ull, &sc->seed);
+         get_u64(root, "seed", 0, 9007199254740991ull, &sc->seed) &&
+         get_num(root, "scale", 1e-6, 1e6, &sc->scale) &&
+         get_uint(root, "status_interval_ms", 10, 60000, &sc->status_interval_ms) &&
+         get_uint(root, "status_timeout_ms", 10, 600000, &sc->status_timeout_ms) &&
+         get_uint(root, "close_timeout_ms", 1, 86400000, &sc->close_timeout_ms);
+    const cJSON *lk = cJSON_GetObjectItemCaseSensitive(root, "link");
+    if (ok && lk) {
+        static const char *const lkeys[] = {"rate", "delay_ms", "mss", "overhead", "comment", NULL};
+        snprintf(cur_where, sizeof cur_where, "link: ");
+        ok = (cJSON_IsObject(lk) || fail("must be an object")) && known_keys(lk, lkeys) &&
+             get_num(lk, "rate", 0, 1e12, &sc->link.rate) &&
+             get_num(lk, "delay_ms", 0, 600000, &sc->link.delay_ms) &&
+             get_uint(lk, "mss", 88, 65535, &sc->link.mss) &&
+             get_uint(lk, "overhead", 0, 1000, &sc->link.overhead);
+        cur_where[0] = '\0';
+    }
     if (ok) {
         const cJSON *sp = cJSON_GetObjectItemCaseSensitive(root, "status_path");
         if (sp && cJSON_IsNull(sp))
@@ -465,6 +567,16 @@ bool scenario_load(const char *file, struct scenario *sc)
             sc->ngroups++;
         }
         cur_where[0] = '\0';
+        unsigned bh = 0;
+        for (unsigned i = 0; i < sc->ngroups; i++) {
+            const struct group_cfg *gc = &sc->groups[i];
+            if (gc->type == G_BLACKHOLE)
+                bh += gc->count;
+            if (gc->type == G_BROWSER) /* a connection each */
+                actors += gc->count * (gc->parallel - 1);
+        }
+        if (ok && bh > 1)
+            ok = fail("one blackhole client at most (its slot is watched in /status)");
         if (ok && actors > MAX_ACTORS - 1)
             ok = fail("%u clients in all; at most %d", actors, MAX_ACTORS - 1);
     }

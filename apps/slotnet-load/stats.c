@@ -137,9 +137,11 @@ static bool hist_over_1ms(const cJSON *hist, const char *what, uint64_t *all, ui
     return true;
 }
 
-bool status_parse(const char *body, size_t len, unsigned own_port, struct status_snap *s)
+bool status_parse(const char *body, size_t len, unsigned own_port, const char *watch,
+                  struct status_snap *s)
 {
     memset(s, 0, sizeof *s);
+    s->watched_state = -1;
     cJSON *root = cJSON_ParseWithLength(body, len);
     const cJSON *slots = cJSON_GetObjectItemCaseSensitive(root, "slots");
     if (!cJSON_IsArray(slots)) {
@@ -155,6 +157,9 @@ bool status_parse(const char *body, size_t len, unsigned own_port, struct status
             if (strcmp(st->valuestring, slot_state_names[i]) == 0)
                 k = i;
         s->nslots++;
+        const cJSON *rem = cJSON_GetObjectItemCaseSensitive(slot, "remote");
+        if (watch && k != SS_FREE && cJSON_IsString(rem) && strcmp(rem->valuestring, watch) == 0)
+            s->watched_state = (int)k;
         /* The slot serving this very request is ours, not the load's. */
         if (k != SS_FREE && own_port != 0 && !s->own_seen && remote_port(slot) == own_port) {
             s->own_seen = true;
@@ -167,6 +172,8 @@ bool status_parse(const char *body, size_t len, unsigned own_port, struct status
     s->has_close_us = number(counters, "longest_close_us", &s->longest_close_us);
     s->has_backlog = number(counters, "backlog_now", &s->backlog);
     s->has_rejected = number(counters, "rejected", &s->rejected);
+    s->has_closed_timeout = number(counters, "closed_timeout", &s->closed_timeout);
+    s->has_uptime = number(root, "uptime_ms", &s->uptime_ms);
     s->has_finish_us = number(root, "longest_upload_finish_us", &s->longest_finish_us);
     s->has_hist = hist_over_1ms(cJSON_GetObjectItemCaseSensitive(root, "poll_hist"), "passes",
                                 &s->passes, &s->slow_passes);

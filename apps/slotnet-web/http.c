@@ -746,6 +746,19 @@ static void end_slow_request(struct web *w, struct conn *c)
     serve(w, c);
 }
 
+static bool idle_for_reuse(const struct web *w, const struct conn *c)
+{
+    return c->id != SN_ID_NONE && c->phase == PH_READ && c->in_len == 0 &&
+           sn_time_reached(w->now, c->last_active + REUSE_MIN_IDLE_MS);
+}
+
+static bool delivered(struct web *w, const struct conn *c)
+{
+    sn_slot_status st;
+    return web_net_slot_status_get(w, sn_id_index(c->id), &st) == SN_OK && st.id == c->id &&
+           st.unsent == 0 && st.unacked == 0;
+}
+
 void web_tick(struct web *w)
 {
     uint32_t backlog = web_net_backlog_now(w);
@@ -766,16 +779,23 @@ void web_tick(struct web *w)
         }
         if (c->phase == PH_CLOSING)
             closing++;
-        else if (c->phase == PH_READ && c->in_len == 0 &&
-                 sn_time_reached(w->now, c->last_active + REUSE_MIN_IDLE_MS) &&
-                 (!idle || sn_time_after(idle->last_active, c->last_active)))
-            idle = c;
+        else if (idle_for_reuse(w, c))
+            continue; /* chosen below, only when a connection waits */
         else if (partial(c) && sn_time_reached(w->now, c->req_first + REUSE_MIN_PARTIAL_MS) &&
                  (!slow || sn_time_after(slow->req_first, c->req_first)))
             slow = c;
     }
     if (backlog == 0 || closing >= backlog)
         return;
+    /* On a slow link a response sits in the send buffer long after the app
+     * wrote it; closing that connection would throw it away at the close
+     * timeout (the client then fetches it all again). Idle means delivered. */
+    for (unsigned i = 0; i < w->nconns; i++) {
+        struct conn *c = &w->conns[i];
+        if (idle_for_reuse(w, c) && (!idle || sn_time_after(idle->last_active, c->last_active)) &&
+            delivered(w, c))
+            idle = c;
+    }
     /* Like nginx reusing keep-alive connections when short of them: a
      * connection waits for a slot while another sits idle between
      * requests. Close the longest idle one, unless enough are closing

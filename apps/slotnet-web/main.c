@@ -1,7 +1,8 @@
 /*
  * slotnet-web: serves static files, a live /status of the slot table and
- * the RepRapFirmware rr_ API, on the slotnet core over the POSIX backend,
- * or (--link) on slotnetd's core at the other end of the link protocol.
+ * the RepRapFirmware rr_ API, on the slotnet core over the POSIX backend
+ * (epoll or poll) or the lwIP backend on a TAP device (--backend lwip), or
+ * (--link) on slotnetd's core at the other end of the link protocol.
  *
  * One loop: read the clock, poll the core or the link (which calls
  * web_on_event for everything that happened), then wait for I/O, or the
@@ -23,7 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "slotnet/posix.h"
+#include "appnet.h"
 #include "web.h"
 
 #define PROG "slotnet-web"
@@ -54,9 +55,11 @@ struct options {
     const char *password;
     uint32_t session_timeout_ms;
     uint32_t header_timeout_ms;
-    bool use_poll;
+    struct appnet_opts net; /* --backend, --poll, --tap, --addr, --gw */
     const char *link; /* slotnetd's link target, or NULL: in-process core */
 };
+
+const char appnet_prog[] = PROG;
 
 static volatile sig_atomic_t stop_signal;
 
@@ -101,7 +104,18 @@ static void usage(FILE *f)
             "  --header-timeout-ms MS   a request whose headers are not all in this long\n"
             "                           after its first byte gets 408 and the connection\n"
             "                           closes (default %u)\n"
-            "  --poll                   use poll() instead of epoll\n"
+            "  --backend NAME           the network stack: posix (kernel sockets, epoll),\n"
+            "                           poll (the same with poll()), or lwip (lwIP on a\n"
+            "                           TAP device; needs CAP_NET_ADMIN and /dev/net/tun)\n"
+            "                           (default posix)\n"
+            "  --poll                   the same as --backend poll: poll() instead of epoll\n"
+            "  --tap NAME               lwip: the TAP device to attach to, created if\n"
+            "                           missing (default sntap0)\n"
+            "  --addr A.B.C.D/NN        lwip: the stack's own address and prefix length;\n"
+            "                           it listens there on --listen's port, and\n"
+            "                           --listen's address is not used (default\n"
+            "                           10.0.0.2/24)\n"
+            "  --gw A.B.C.D             lwip: the default gateway (default none)\n"
             "  --link TARGET            run on slotnetd's slot table over the link\n"
             "                           protocol instead of an in-process core:\n"
             "                           unix:PATH (slotnetd --link unix:PATH),\n"
@@ -111,57 +125,17 @@ static void usage(FILE *f)
             "                           options set the slots, the backlog and the\n"
             "                           close timeout; --slots, --backlog,\n"
             "                           --backlog-timeout-ms, --close-timeout-ms and\n"
-            "                           --poll are then ignored\n"
+            "                           --poll are then ignored (--backend lwip and the\n"
+            "                           lwip options are refused)\n"
             "  -h, --help               show this help and exit\n"
             "\n"
             "Times are in milliseconds, at most %lu. SIGINT or SIGTERM stops the\n"
             "server cleanly. Exit status: 0 stopped by a signal, 1 runtime error\n"
-            "(e.g. address in use), 2 bad options.\n",
+            "(e.g. address in use, TAP not available, no lwIP in this build), 2 bad\n"
+            "options.\n",
             SN_MAX_SLOTS, SN_DEFAULT_SLOTS, DEFAULT_IDLE_MS, SN_DEFAULT_CLOSE_TIMEOUT_MS,
             MAX_BACKLOG, SN_DEFAULT_BACKLOG_MAX, SN_DEFAULT_BACKLOG_TIMEOUT_MS,
             DEFAULT_UPLOAD_MAX, DEFAULT_SESSION_TIMEOUT_MS, DEFAULT_HEADER_TIMEOUT_MS, MAX_MS);
-}
-
-static _Noreturn void bad_option(const char *opt, const char *want, const char *got)
-{
-    fprintf(stderr, PROG ": %s: expected %s, got '%s' (see --help)\n", opt, want, got);
-    exit(2);
-}
-
-/* Decimal digits only: no sign, no spaces, no suffix, no overflow. */
-static bool parse_ullong(const char *s, unsigned long long min, unsigned long long max,
-                         unsigned long long *out)
-{
-    if (*s < '0' || *s > '9')
-        return false;
-    errno = 0;
-    char *end;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno != 0 || *end != '\0' || v < min || v > max)
-        return false;
-    *out = v;
-    return true;
-}
-
-static bool parse_ulong(const char *s, unsigned long min, unsigned long max, unsigned long *out)
-{
-    unsigned long long v;
-    if (!parse_ullong(s, min, max, &v))
-        return false;
-    *out = (unsigned long)v;
-    return true;
-}
-
-static unsigned long number_arg(const char *opt, const char *s, unsigned long min,
-                                unsigned long max)
-{
-    unsigned long v;
-    if (!parse_ulong(s, min, max, &v)) {
-        char want[64];
-        snprintf(want, sizeof want, "a number %lu..%lu", min, max);
-        bad_option(opt, want, s);
-    }
-    return v;
 }
 
 static void parse_listen(const char *s, sn_endpoint *ep)
@@ -172,12 +146,12 @@ static void parse_listen(const char *s, sn_endpoint *ep)
     size_t hlen = colon ? (size_t)(colon - s) : 0;
     struct in_addr a;
 
-    if (!colon || hlen >= sizeof host || !parse_ulong(colon + 1, 1, 65535, &port))
-        bad_option("--listen", "IPv4ADDR:PORT, e.g. 127.0.0.1:8080", s);
+    if (!colon || hlen >= sizeof host || !appnet_parse_ulong(colon + 1, 1, 65535, &port))
+        appnet_bad_option("--listen", "IPv4ADDR:PORT, e.g. 127.0.0.1:8080", s);
     memcpy(host, s, hlen);
     host[hlen] = '\0';
     if (inet_pton(AF_INET, host, &a) != 1)
-        bad_option("--listen", "IPv4ADDR:PORT, e.g. 127.0.0.1:8080", s);
+        appnet_bad_option("--listen", "IPv4ADDR:PORT, e.g. 127.0.0.1:8080", s);
     ep->addr = ntohl(a.s_addr);
     ep->port = (uint16_t)port;
 }
@@ -198,7 +172,6 @@ static void parse_options(int argc, char **argv, struct options *o)
         OPT_PASSWORD,
         OPT_SESSION_TIMEOUT,
         OPT_HEADER_TIMEOUT,
-        OPT_POLL,
         OPT_LINK,
     };
     static const struct option longopts[] = {
@@ -215,8 +188,12 @@ static void parse_options(int argc, char **argv, struct options *o)
         {"password", required_argument, NULL, OPT_PASSWORD},
         {"session-timeout-ms", required_argument, NULL, OPT_SESSION_TIMEOUT},
         {"header-timeout-ms", required_argument, NULL, OPT_HEADER_TIMEOUT},
-        {"poll", no_argument, NULL, OPT_POLL},
+        APPNET_LONGOPT_POLL,
         {"link", required_argument, NULL, OPT_LINK},
+        APPNET_LONGOPT_BACKEND,
+        APPNET_LONGOPT_TAP,
+        APPNET_LONGOPT_ADDR,
+        APPNET_LONGOPT_GW,
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -235,6 +212,7 @@ static void parse_options(int argc, char **argv, struct options *o)
         .session_timeout_ms = DEFAULT_SESSION_TIMEOUT_MS,
         .header_timeout_ms = DEFAULT_HEADER_TIMEOUT_MS,
     };
+    appnet_opts_default(&o->net);
 
     int c;
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
@@ -244,36 +222,37 @@ static void parse_options(int argc, char **argv, struct options *o)
             o->listen_text = optarg;
             break;
         case OPT_SLOTS:
-            o->slots = (unsigned)number_arg("--slots", optarg, 1, SN_MAX_SLOTS);
+            o->slots = (unsigned)appnet_number_arg("--slots", optarg, 1, SN_MAX_SLOTS);
             break;
         case OPT_MAX_CONNS:
-            o->max_conns = (unsigned)number_arg("--max-conns", optarg, 1, SN_MAX_SLOTS);
+            o->max_conns = (unsigned)appnet_number_arg("--max-conns", optarg, 1, SN_MAX_SLOTS);
             break;
         case OPT_IDLE:
-            o->idle_ms = (uint32_t)number_arg("--idle-ms", optarg, 0, MAX_MS);
+            o->idle_ms = (uint32_t)appnet_number_arg("--idle-ms", optarg, 0, MAX_MS);
             break;
         case OPT_CLOSE_TIMEOUT:
-            o->close_timeout_ms = (uint32_t)number_arg("--close-timeout-ms", optarg, 1, MAX_MS);
+            o->close_timeout_ms =
+                (uint32_t)appnet_number_arg("--close-timeout-ms", optarg, 1, MAX_MS);
             break;
         case OPT_BACKLOG:
-            o->backlog = (unsigned)number_arg("--backlog", optarg, 0, MAX_BACKLOG);
+            o->backlog = (unsigned)appnet_number_arg("--backlog", optarg, 0, MAX_BACKLOG);
             break;
         case OPT_BACKLOG_TIMEOUT:
             o->backlog_timeout_ms =
-                (uint32_t)number_arg("--backlog-timeout-ms", optarg, 1, MAX_MS);
+                (uint32_t)appnet_number_arg("--backlog-timeout-ms", optarg, 1, MAX_MS);
             break;
         case OPT_ROOT:
             o->root = optarg;
             break;
         case OPT_SD:
             if (optarg[0] == '\0')
-                bad_option("--sd", "a folder", optarg);
+                appnet_bad_option("--sd", "a folder", optarg);
             o->sd = optarg;
             break;
         case OPT_UPLOAD_MAX: {
             unsigned long long v;
-            if (!parse_ullong(optarg, 0, MAX_UPLOAD_MAX, &v))
-                bad_option("--upload-max", "a number of bytes", optarg);
+            if (!appnet_parse_ullong(optarg, 0, MAX_UPLOAD_MAX, &v))
+                appnet_bad_option("--upload-max", "a number of bytes", optarg);
             o->upload_max = v;
             break;
         }
@@ -284,32 +263,33 @@ static void parse_options(int argc, char **argv, struct options *o)
             break;
         case OPT_SESSION_TIMEOUT:
             o->session_timeout_ms =
-                (uint32_t)number_arg("--session-timeout-ms", optarg, 100, MAX_MS);
+                (uint32_t)appnet_number_arg("--session-timeout-ms", optarg, 100, MAX_MS);
             break;
         case OPT_HEADER_TIMEOUT:
             o->header_timeout_ms =
-                (uint32_t)number_arg("--header-timeout-ms", optarg, 100, MAX_MS);
-            break;
-        case OPT_POLL:
-            o->use_poll = true;
+                (uint32_t)appnet_number_arg("--header-timeout-ms", optarg, 100, MAX_MS);
             break;
         case OPT_LINK:
             if (optarg[0] == '\0')
-                bad_option("--link", "unix:PATH, serial:DEVICE[,BAUD] or exec:COMMAND", optarg);
+                appnet_bad_option("--link", "unix:PATH, serial:DEVICE[,BAUD] or exec:COMMAND",
+                                  optarg);
             o->link = optarg;
             break;
         case 'h':
             usage(stdout);
             exit(0);
-        default: /* getopt_long has said what was wrong */
-            fprintf(stderr, "Try '" PROG " --help'.\n");
-            exit(2);
+        default: /* --backend, --poll, --tap, --addr, --gw */
+            if (!appnet_option(&o->net, c, optarg))
+                appnet_try_help(); /* getopt_long has said what was wrong */
         }
     }
-    if (optind < argc) {
-        fprintf(stderr, PROG ": unexpected argument '%s' (see --help)\n", argv[optind]);
+    appnet_no_operands(argc, argv);
+    if (o->link && o->net.backend == APPNET_LWIP) {
+        fprintf(stderr, PROG ": --link and --backend lwip exclude each other (the daemon's "
+                        "network is the daemon's: slotnetd --backend lwip)\n");
         exit(2);
     }
+    appnet_check_options(&o->net);
     if (o->link)
         return; /* the slot count is the daemon's: checked once it is known */
     if (o->max_conns == 0)
@@ -417,8 +397,19 @@ int main(int argc, char **argv)
 {
     struct options o;
     static struct web w; /* static: its root path buffer is not small */
+    char lwip_listen[INET_ADDRSTRLEN + 8];
 
     parse_options(argc, argv, &o);
+    if (appnet_check_build(&o.net) != 0)
+        return 1;
+    if (o.net.backend == APPNET_LWIP) { /* --listen's port on the stack's own address */
+        struct in_addr a = {.s_addr = htonl(o.net.lwip_addr)};
+        char host[INET_ADDRSTRLEN];
+        inet_ntop(AF_INET, &a, host, sizeof host);
+        snprintf(lwip_listen, sizeof lwip_listen, "%s:%u", host, (unsigned)o.listen.port);
+        o.listen.addr = o.net.lwip_addr;
+        o.listen_text = lwip_listen;
+    }
     set_root(&w, o.root);
     set_sd(&w, o.sd);
     w.password = o.password;
@@ -430,7 +421,6 @@ int main(int argc, char **argv)
     json_init();
 
     int rc = 1;
-    sn_posix *posix = NULL;
     void *core_mem = NULL;
     int err;
 
@@ -455,11 +445,6 @@ int main(int argc, char **argv)
             return 2;
         }
 
-        sn_posix_config pcfg;
-        sn_posix_config_default(&pcfg);
-        pcfg.max_handles = o.slots + o.backlog + cfg.release_queue;
-        pcfg.use_poll = o.use_poll;
-
         /* Everything the server will ever use, allocated here. malloc's
          * alignment covers the core's 8 bytes. */
         core_mem = malloc(core_len);
@@ -471,13 +456,11 @@ int main(int argc, char **argv)
         }
         web_conns_init(&w);
 
-        err = sn_posix_create(&posix, &pcfg);
-        if (err < 0) {
-            fprintf(stderr, PROG ": POSIX backend: %s\n", sn_strerror(err));
-            posix = NULL;
+        sn_backend be;
+        rc = appnet_start_backend(&o.net, o.slots + o.backlog + cfg.release_queue, &be);
+        if (rc != 0)
             goto out;
-        }
-        sn_backend be = sn_posix_backend(posix);
+        rc = 1;
         w.ops = be.ops;
         w.be = be.ctx;
 
@@ -506,9 +489,11 @@ int main(int argc, char **argv)
                w.root_len ? w.root : "/", o.listen_text, o.slots, o.link, w.sd,
                w.password ? ", password set" : "");
     else
-        printf(PROG ": serving %s on http://%s/ (%u slots, %s), storage %s%s\n",
-               w.root_len ? w.root : "/", o.listen_text, o.slots, o.use_poll ? "poll" : "epoll",
-               w.sd, w.password ? ", password set" : "");
+        printf(PROG ": serving %s on http://%s/ (%u slots, %s%s%s), storage %s%s\n",
+               w.root_len ? w.root : "/", o.listen_text, o.slots, appnet_backend_name(&o.net),
+               o.net.backend == APPNET_LWIP ? " on TAP " : "",
+               o.net.backend == APPNET_LWIP ? o.net.tap : "", w.sd,
+               w.password ? ", password set" : "");
     fflush(stdout);
 
     uint64_t woke = web_clock_us();
@@ -530,6 +515,7 @@ int main(int argc, char **argv)
     }
 
     printf(PROG ": stopped by %s\n", stop_signal == SIGTERM ? "SIGTERM" : "SIGINT");
+    appnet_print_lwip_stats();
     rc = 0;
 out:;
     /* Queued writes complete first, and a body they complete goes to the
@@ -546,8 +532,7 @@ out:;
     if (w.conns)
         web_release_files(&w);
     web_net_shutdown(&w);
-    if (posix)
-        sn_posix_destroy(posix);
+    appnet_stop_backend();
     free(w.conns);
     free(core_mem);
     if (w.sd_fd >= 0)

@@ -13,6 +13,22 @@
 /* A lost link is tried again this often. */
 #define REOPEN_MS 1000u
 
+/* The link's loss has been logged and its first reopen scheduled. One web
+ * per process, so one flag. */
+static bool link_loss_noted;
+
+/* Wherever a call finds the link down first (a poll, or a handler's read or
+ * write): say so once, and try to reopen it at the next pass. */
+static void link_check(struct web *w)
+{
+    if (w->host == NULL || link_loss_noted || sn_host_link_up(w->host))
+        return;
+    link_loss_noted = true;
+    w->link_retry_at = web_net_now(w);
+    fprintf(stderr, "slotnet-web: link to %s lost; reopening every %u ms\n", w->link_target,
+            REOPEN_MS);
+}
+
 static void host_event(sn_host *h, sn_id id, sn_event ev, int info, void *user)
 {
     (void)h;
@@ -26,8 +42,11 @@ int web_net_open_link(struct web *w, const char *target)
     cfg.on_event = host_event;
     cfg.user = w;
     int err = sn_host_open(&w->host, target, &cfg);
-    if (err < 0)
+    if (err < 0) {
         w->host = NULL;
+        fprintf(stderr, "slotnet-web: link: %s\n", sn_host_open_error());
+    }
+    link_loss_noted = false;
     return err;
 }
 
@@ -40,25 +59,34 @@ int web_net_listen(struct web *w, const sn_endpoint *local, uint8_t max_conns, u
     return sn_listen(w->core, local, 0, max_conns, idle_ms);
 }
 
+/* A link call's result, after noting a link it found lost. */
+static int link_result(struct web *w, int r)
+{
+    if (r == SN_EIO)
+        link_check(w);
+    return r;
+}
+
 int web_net_read(struct web *w, sn_id id, void *buf, size_t len)
 {
-    return w->host ? sn_host_read(w->host, id, buf, len) : sn_read(w->core, id, buf, len);
+    return w->host ? link_result(w, sn_host_read(w->host, id, buf, len))
+                   : sn_read(w->core, id, buf, len);
 }
 
 int web_net_write(struct web *w, sn_id id, const void *buf, size_t len, unsigned flags)
 {
-    return w->host ? sn_host_write(w->host, id, buf, len, flags)
+    return w->host ? link_result(w, sn_host_write(w->host, id, buf, len, flags))
                    : sn_write(w->core, id, buf, len, flags);
 }
 
 int web_net_close(struct web *w, sn_id id)
 {
-    return w->host ? sn_host_close(w->host, id) : sn_close(w->core, id);
+    return w->host ? link_result(w, sn_host_close(w->host, id)) : sn_close(w->core, id);
 }
 
 int web_net_terminate(struct web *w, sn_id id)
 {
-    return w->host ? sn_host_terminate(w->host, id) : sn_terminate(w->core, id);
+    return w->host ? link_result(w, sn_host_terminate(w->host, id)) : sn_terminate(w->core, id);
 }
 
 sn_id web_net_slot_id(const struct web *w, unsigned index)
@@ -73,7 +101,7 @@ sn_state web_net_slot_state(const struct web *w, unsigned index)
 
 int web_net_slot_status_get(struct web *w, unsigned index, sn_slot_status *st)
 {
-    return w->host ? sn_host_slot_status_get(w->host, index, st)
+    return w->host ? link_result(w, sn_host_slot_status_get(w->host, index, st))
                    : sn_slot_status_get(w->core, index, st);
 }
 
@@ -94,6 +122,8 @@ const sn_stats *web_net_stats(struct web *w)
         if (sn_host_stats_fetch(w->host) == 0) {
             w->link_stats_valid = true;
             w->link_stats_pass = pass;
+        } else {
+            link_check(w);
         }
     }
     return sn_host_stats_get(w->host);
@@ -120,18 +150,20 @@ void web_net_poll(struct web *w, uint32_t now)
         return;
     }
     if (!sn_host_link_up(w->host)) {
+        if (!link_loss_noted) { /* lost where no call of this file saw it */
+            link_check(w);
+            w->link_retry_at = now;
+        }
         if (!sn_time_reached(now, w->link_retry_at))
             return;
         w->link_retry_at = now + REOPEN_MS;
         if (sn_host_reopen(w->host) < 0)
             return;
+        link_loss_noted = false;
         fprintf(stderr, "slotnet-web: link to %s open again\n", w->link_target);
     }
-    if (sn_host_poll(w->host, now) < 0 && !sn_host_link_up(w->host)) {
-        fprintf(stderr, "slotnet-web: link to %s lost; reopening every %u ms\n", w->link_target,
-                REOPEN_MS);
-        w->link_retry_at = now + REOPEN_MS;
-    }
+    if (sn_host_poll(w->host, now) < 0)
+        link_check(w);
 }
 
 uint32_t web_net_next_timeout(const struct web *w, uint32_t now, uint32_t max_ms)
@@ -147,6 +179,7 @@ void web_net_wait(struct web *w, uint32_t ms)
         return;
     }
     if (sn_host_wait(w->host, ms) == SN_EIO) {
+        link_check(w);
         /* No link to sleep on: sleep, and let the next pass reopen it. */
         uint32_t nap = ms < 100u ? ms : 100u;
         struct timespec ts = {0, (long)nap * 1000000L};
@@ -175,6 +208,7 @@ void web_net_shutdown(struct web *w)
     if (w->host) {
         sn_host_shutdown(w->host);
         w->host = NULL;
+        link_loss_noted = false;
     } else if (w->core) {
         sn_core_shutdown(w->core);
     }

@@ -1,6 +1,7 @@
 /*
- * The app's one door to the slot table: an in-process core on the POSIX
- * backend, or slotnetd behind a link (--link, libslotnet-host). Both have
+ * The app's one door to the slot table: an in-process core on the POSIX or
+ * the lwIP backend (the loop waits through the backend's own wait, which is
+ * where lwIP reads its TAP), or slotnetd behind a link (--link, libslotnet-host). Both have
  * the same calls, results and events, so the rest of the app does not know
  * which it runs on.
  */
@@ -44,7 +45,7 @@ void web_net_poll(struct web *w, uint32_t now);
 uint32_t web_net_next_timeout(const struct web *w, uint32_t now, uint32_t max_ms);
 void web_net_wait(struct web *w, uint32_t ms);
 uint32_t web_net_now(const struct web *w);
-/* "epoll", "poll", or "link". */
+/* The backend's name ("posix", "lwip"), or "link". */
 const char *web_net_backend(const struct web *w);
 
 /* Resets every connection, stops the listener (as sn_core_shutdown does);

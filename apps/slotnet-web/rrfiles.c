@@ -420,8 +420,10 @@ void rr_mkdir(struct web *w, struct conn *c, const struct rr_req *r)
     int dirfd;
     const char *leaf;
     bool ok = false;
+    /* A folder named like an upload's temp file would make that upload
+     * fail for good. */
     if (open_target(w, r, "dir", rel_buf, &dirfd, &leaf)) {
-        ok = mkdirat(dirfd, leaf, 0755) == 0;
+        ok = !vol_reserved(rel_buf) && mkdirat(dirfd, leaf, 0755) == 0;
         close(dirfd);
     }
     respond_done(w, c, ok);

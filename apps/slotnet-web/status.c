@@ -59,6 +59,8 @@ static void add_slot(cJSON *slots, struct web *w, unsigned i)
     add_endpoint(s, "remote", &st.remote);
     cJSON_AddNumberToObject(s, "readable", st.readable);
     cJSON_AddNumberToObject(s, "write_space", st.write_space);
+    cJSON_AddNumberToObject(s, "unsent", st.unsent);
+    cJSON_AddNumberToObject(s, "unacked", st.unacked);
     cJSON_AddNumberToObject(s, "last_error", st.last_error);
     if (st.last_error != 0)
         cJSON_AddStringToObject(s, "error", sn_strerror(st.last_error));

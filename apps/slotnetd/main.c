@@ -1,18 +1,21 @@
 /*
  * slotnetd: the co-processor daemon. It runs the slotnet core on the POSIX
- * backend and serves its slots to one host program at a time over the
- * framed link protocol (docs/link-protocol.md), on a UNIX socket, a serial
- * line or stdin/stdout.
+ * backend (or the lwIP backend on a TAP device: --backend lwip) and serves
+ * its slots to one host program at a time over the framed link protocol
+ * (docs/link-protocol.md), on a UNIX socket, a serial line or stdin/stdout.
  *
  * One loop, bounded work per turn: read what the host sent, handle at most
  * --max-requests-per-turn requests (each reply written without blocking;
  * the next request waits until the reply is out), sn_poll, maybe the
  * attention byte, the host-gone policy, then one wait over the network and
- * the link together (sn_posix_set_extra_fds). A host that reads slowly only
- * stalls its own link; connections keep being accepted, served and timed out.
+ * the link together (sn_posix_set_extra_fds, sn_lwip_set_extra_fds). A host
+ * that reads slowly only stalls its own link; connections keep being
+ * accepted, served and timed out.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -21,8 +24,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "appnet.h"
+#include "slotnet/backend.h"
 #include "slotnet/device.h"
-#include "slotnet/posix.h"
 #include "transport.h"
 
 #define PROG "slotnetd"
@@ -47,7 +51,7 @@ struct options {
     uint32_t grace_ms;
     uint32_t host_timeout_ms;
     unsigned max_requests;
-    bool use_poll;
+    struct appnet_opts net; /* --backend, --poll, --tap, --addr, --gw */
 };
 
 struct daemon {
@@ -76,22 +80,47 @@ struct daemon {
     struct pollfd pfd[3]; /* listener, host read, host write (stdio only) */
 
     uint64_t hosts, refused, turns, turns_over_1ms, policy_resets;
+    uint64_t log_dropped;   /* log lines that could not be written at once */
     uint32_t longest_turn_us;
 };
+
+const char appnet_prog[] = PROG;
 
 static volatile sig_atomic_t stop_signal;
 
 static void on_signal(int sig) { stop_signal = sig; }
 
+/* One log line, never waiting: the log may be a pipe or terminal nobody
+ * drains. The line is written with one write() only when poll() says the
+ * descriptor takes it now (a pipe then has a free page: a line of at most
+ * PIPE_BUF bytes cannot block); else it is dropped and counted, and the next
+ * line written says how many went missing (also in the diagnostics). */
 static void logf_(struct daemon *d, const char *fmt, ...)
 {
+    char line[512];
+    const size_t room = sizeof line - 1; /* the newline */
+    int k = snprintf(line, room, PROG ": ");
+    size_t n = k > 0 ? (size_t)k : 0;
     va_list ap;
     va_start(ap, fmt);
-    fputs(PROG ": ", d->log);
-    vfprintf(d->log, fmt, ap);
-    fputc('\n', d->log);
-    fflush(d->log);
+    k = vsnprintf(line + n, room - n, fmt, ap);
     va_end(ap);
+    n += k > 0 ? (size_t)k : 0;
+    if (n > room - 1)
+        n = room - 1; /* cut to fit */
+    if (d->log_dropped > 0) {
+        k = snprintf(line + n, room - n, " (%llu earlier log lines dropped)",
+                     (unsigned long long)d->log_dropped);
+        n += k > 0 ? (size_t)k : 0;
+        if (n > room - 1)
+            n = room - 1;
+    }
+    line[n++] = '\n';
+    struct pollfd p = {.fd = fileno(d->log), .events = POLLOUT};
+    if (poll(&p, 1, 0) == 1 && (p.revents & POLLOUT) && write(p.fd, line, n) == (ssize_t)n)
+        d->log_dropped = 0;
+    else
+        d->log_dropped++;
 }
 
 /* ---- Options ------------------------------------------------------------ */
@@ -130,38 +159,28 @@ static void usage(FILE *f)
             "                             counts as gone; 0 = never (default 0)\n"
             "  --max-requests-per-turn N  requests handled per loop turn before the core\n"
             "                             is polled again, 1..1024 (default %u)\n"
-            "  --poll                     use poll() instead of epoll\n"
+            "  --backend NAME             the network stack: posix (kernel sockets, epoll),\n"
+            "                             poll (the same with poll()), or lwip (lwIP on a\n"
+            "                             TAP device; needs CAP_NET_ADMIN and /dev/net/tun)\n"
+            "                             (default posix)\n"
+            "  --poll                     the same as --backend poll\n"
+            "  --tap NAME                 lwip: the TAP device to attach to, created if\n"
+            "                             missing (default sntap0)\n"
+            "  --addr A.B.C.D/NN          lwip: the stack's own address and prefix length;\n"
+            "                             listeners and outgoing connections use it\n"
+            "                             (default 10.0.0.2/24)\n"
+            "  --gw A.B.C.D               lwip: the default gateway (default none)\n"
             "  -h, --help                 show this help and exit\n"
             "\n"
             "Times are in milliseconds, at most %lu. SIGINT or SIGTERM stops the daemon\n"
             "cleanly (connections reset, the socket file removed). Exit status: 0 stopped\n"
-            "by a signal (or stdio: stdin closed), 1 runtime error, 2 bad options.\n",
+            "by a signal (or stdio: stdin closed), 1 runtime error (e.g. TAP not\n"
+            "available, no lwIP in this build), 2 bad options.\n",
             SN_LINK_SLOTS_MAX, SN_DEFAULT_SLOTS, MAX_BACKLOG, SN_DEFAULT_BACKLOG_MAX,
             SN_DEFAULT_BACKLOG_TIMEOUT_MS, SN_DEFAULT_CLOSE_TIMEOUT_MS, SN_CONNECT_RETRIES_MAX,
             SN_DEFAULT_CONNECT_RETRIES, SN_CONNECT_BASE_MIN_MS, SN_CONNECT_BASE_MAX_MS,
             SN_DEFAULT_CONNECT_BASE_MS, SN_DEFAULT_CONNECT_TIMEOUT_MS, SN_DEFAULT_PEER_BLOCK_MS,
             DEFAULT_GRACE_MS, DEFAULT_MAX_REQUESTS, MAX_MS);
-}
-
-static _Noreturn void bad_option(const char *opt, const char *want, const char *got)
-{
-    fprintf(stderr, PROG ": %s: expected %s, got '%s' (see --help)\n", opt, want, got);
-    exit(2);
-}
-
-/* Decimal digits only: no sign, no spaces, no suffix, no overflow. */
-static unsigned long number_arg(const char *opt, const char *s, unsigned long min,
-                                unsigned long max)
-{
-    char *end = NULL;
-    errno = 0;
-    unsigned long v = (*s >= '0' && *s <= '9') ? strtoul(s, &end, 10) : 0;
-    if (end == NULL || *end != '\0' || errno != 0 || v < min || v > max) {
-        char want[64];
-        snprintf(want, sizeof want, "a number %lu..%lu", min, max);
-        bad_option(opt, want, s);
-    }
-    return v;
 }
 
 static void parse_options(int argc, char **argv, struct options *o)
@@ -179,7 +198,6 @@ static void parse_options(int argc, char **argv, struct options *o)
         OPT_GRACE,
         OPT_HOST_TIMEOUT,
         OPT_MAX_REQUESTS,
-        OPT_POLL,
     };
     static const struct option longopts[] = {
         {"link", required_argument, NULL, OPT_LINK},
@@ -194,7 +212,11 @@ static void parse_options(int argc, char **argv, struct options *o)
         {"grace-ms", required_argument, NULL, OPT_GRACE},
         {"host-timeout-ms", required_argument, NULL, OPT_HOST_TIMEOUT},
         {"max-requests-per-turn", required_argument, NULL, OPT_MAX_REQUESTS},
-        {"poll", no_argument, NULL, OPT_POLL},
+        APPNET_LONGOPT_POLL,
+        APPNET_LONGOPT_BACKEND,
+        APPNET_LONGOPT_TAP,
+        APPNET_LONGOPT_ADDR,
+        APPNET_LONGOPT_GW,
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -211,6 +233,7 @@ static void parse_options(int argc, char **argv, struct options *o)
         .grace_ms = DEFAULT_GRACE_MS,
         .max_requests = DEFAULT_MAX_REQUESTS,
     };
+    appnet_opts_default(&o->net);
     int c;
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         switch (c) {
@@ -218,55 +241,68 @@ static void parse_options(int argc, char **argv, struct options *o)
             o->link = optarg;
             break;
         case OPT_SLOTS:
-            o->slots = (unsigned)number_arg("--slots", optarg, 1, SN_LINK_SLOTS_MAX);
+            o->slots = (unsigned)appnet_number_arg("--slots", optarg, 1, SN_LINK_SLOTS_MAX);
             break;
         case OPT_BACKLOG:
-            o->backlog = (unsigned)number_arg("--backlog", optarg, 0, MAX_BACKLOG);
+            o->backlog = (unsigned)appnet_number_arg("--backlog", optarg, 0, MAX_BACKLOG);
             break;
         case OPT_BACKLOG_TIMEOUT:
-            o->backlog_timeout_ms = (uint32_t)number_arg("--backlog-timeout-ms", optarg, 1, MAX_MS);
+            o->backlog_timeout_ms =
+                (uint32_t)appnet_number_arg("--backlog-timeout-ms", optarg, 1, MAX_MS);
             break;
         case OPT_CLOSE_TIMEOUT:
-            o->close_timeout_ms = (uint32_t)number_arg("--close-timeout-ms", optarg, 1, MAX_MS);
+            o->close_timeout_ms =
+                (uint32_t)appnet_number_arg("--close-timeout-ms", optarg, 1, MAX_MS);
             break;
         case OPT_CONNECT_RETRIES:
-            o->connect_retries =
-                (unsigned)number_arg("--connect-retries", optarg, 0, SN_CONNECT_RETRIES_MAX);
+            o->connect_retries = (unsigned)appnet_number_arg("--connect-retries", optarg, 0,
+                                                             SN_CONNECT_RETRIES_MAX);
             break;
         case OPT_CONNECT_BASE:
-            o->connect_base_ms = (uint32_t)number_arg("--connect-base-ms", optarg,
-                                                      SN_CONNECT_BASE_MIN_MS, SN_CONNECT_BASE_MAX_MS);
+            o->connect_base_ms = (uint32_t)appnet_number_arg(
+                "--connect-base-ms", optarg, SN_CONNECT_BASE_MIN_MS, SN_CONNECT_BASE_MAX_MS);
             break;
         case OPT_CONNECT_TIMEOUT:
-            o->connect_timeout_ms = (uint32_t)number_arg("--connect-timeout-ms", optarg, 1, MAX_MS);
+            o->connect_timeout_ms =
+                (uint32_t)appnet_number_arg("--connect-timeout-ms", optarg, 1, MAX_MS);
             break;
         case OPT_PEER_BLOCK:
-            o->peer_block_ms = (uint32_t)number_arg("--peer-block-ms", optarg, 0, MAX_MS);
+            o->peer_block_ms = (uint32_t)appnet_number_arg("--peer-block-ms", optarg, 0, MAX_MS);
             break;
         case OPT_GRACE:
-            o->grace_ms = (uint32_t)number_arg("--grace-ms", optarg, 0, MAX_MS);
+            o->grace_ms = (uint32_t)appnet_number_arg("--grace-ms", optarg, 0, MAX_MS);
             break;
         case OPT_HOST_TIMEOUT:
-            o->host_timeout_ms = (uint32_t)number_arg("--host-timeout-ms", optarg, 0, MAX_MS);
+            o->host_timeout_ms =
+                (uint32_t)appnet_number_arg("--host-timeout-ms", optarg, 0, MAX_MS);
             break;
         case OPT_MAX_REQUESTS:
-            o->max_requests = (unsigned)number_arg("--max-requests-per-turn", optarg, 1, 1024);
-            break;
-        case OPT_POLL:
-            o->use_poll = true;
+            o->max_requests =
+                (unsigned)appnet_number_arg("--max-requests-per-turn", optarg, 1, 1024);
             break;
         case 'h':
             usage(stdout);
             exit(0);
-        default: /* getopt_long has said what was wrong */
-            fprintf(stderr, "Try '" PROG " --help'.\n");
-            exit(2);
+        default: /* --backend, --poll, --tap, --addr, --gw */
+            if (!appnet_option(&o->net, c, optarg))
+                appnet_try_help(); /* getopt_long has said what was wrong */
         }
     }
-    if (optind < argc) {
-        fprintf(stderr, PROG ": unexpected argument '%s' (see --help)\n", argv[optind]);
-        exit(2);
-    }
+    appnet_no_operands(argc, argv);
+    appnet_check_options(&o->net);
+}
+
+/* ---- The backend ---------------------------------------------------------- */
+
+static const char *backend_desc(const struct appnet_opts *n, char *buf, size_t len)
+{
+    if (n->backend != APPNET_LWIP)
+        return appnet_backend_name(n);
+    struct in_addr a = {.s_addr = htonl(n->lwip_addr)};
+    char host[INET_ADDRSTRLEN];
+    inet_ntop(AF_INET, &a, host, sizeof host);
+    snprintf(buf, len, "lwip %s on TAP %s", host, n->tap);
+    return buf;
 }
 
 /* ---- Host arrival and departure -------------------------------------------- */
@@ -294,14 +330,21 @@ static void host_arrived(struct daemon *d, uint32_t now, const char *how)
     }
 }
 
-static void host_gone(struct daemon *d, uint32_t now, const char *why)
+/* link_up: the link stayed (a quiet serial host timed out): what it was
+ * shown is kept, so the attention byte still tells it what changed, and
+ * only the replay cache is forgotten (the next host may be another one). */
+static void host_gone(struct daemon *d, uint32_t now, const char *why, bool link_up)
 {
     if (!d->host)
         return;
     d->host = false;
-    d->rlen = 0;
-    d->budget_hit = false;
-    sn_dev_reset(&d->dev);
+    if (link_up) {
+        sn_dev_forget_replay(&d->dev);
+    } else {
+        d->rlen = 0;
+        d->budget_hit = false;
+        sn_dev_reset(&d->dev);
+    }
     d->grace = true;
     d->grace_end = now + d->o.grace_ms;
     logf_(d, "host gone (%s): %u connections kept for %u ms", why, open_slots(d->core),
@@ -318,7 +361,7 @@ static void link_lost(struct daemon *d, uint32_t now, const char *why)
         d->stdin_done = true;
         return;
     }
-    host_gone(d, now, why);
+    host_gone(d, now, why, false);
     if (d->x.kind == XP_SERIAL) {
         d->reopen_at = now + REOPEN_MS;
         d->reopen_logged = false;
@@ -330,22 +373,24 @@ static void policy(struct daemon *d, uint32_t now)
     if (d->grace && !d->host && sn_time_reached(now, d->grace_end)) {
         d->grace = false;
         unsigned lsn = 0;
-        unsigned n = sn_dev_stop_all(&d->dev, &lsn);
+        unsigned n = sn_dev_stop_all(&d->dev, &lsn); /* a new epoch */
         d->policy_resets += n;
-        logf_(d, "no host for %u ms: reset %u connections, stopped %u listeners",
-              (unsigned)d->o.grace_ms, n, lsn);
+        logf_(d, "no host for %u ms: reset %u connections, stopped %u listeners; epoch %u",
+              (unsigned)d->o.grace_ms, n, lsn, (unsigned)d->dev.epoch);
     }
     if (d->x.kind == XP_SERIAL && d->host && d->o.host_timeout_ms > 0 &&
         sn_time_reached(now, d->last_request_ms + d->o.host_timeout_ms)) {
         char why[64];
         snprintf(why, sizeof why, "no request for %u ms", (unsigned)d->o.host_timeout_ms);
-        host_gone(d, now, why);
+        host_gone(d, now, why, true);
     }
     if (d->x.kind == XP_SERIAL && d->x.rfd < 0 && sn_time_reached(now, d->reopen_at)) {
         if (xport_reopen(&d->x)) {
+            /* Not a host yet: only its first good request is (the grace
+             * period runs on until then). */
             d->relink = true;
             sn_dev_reset(&d->dev);
-            host_arrived(d, now, "device reopened");
+            logf_(d, "%s reopened; the host is back with its next request", d->x.path);
         } else {
             if (!d->reopen_logged)
                 logf_(d, "cannot reopen %s yet: %s; trying every %u ms", d->x.path,
@@ -467,14 +512,18 @@ static size_t diag_extra(char *buf, size_t len, void *user)
                      "slotnetd: link %s hosts %llu refused %llu requests %llu error-replies %llu "
                      "crc %llu oversize %llu truncated %llu version %llu garbage %llu "
                      "attention %llu turns %llu longest-turn %uus turns-over-1ms %llu "
-                     "grace-resets %llu\n",
+                     "grace-resets %llu epoch %u replays %llu version-noise %llu yields %llu "
+                     "log-dropped %llu\n",
                      d->name, (unsigned long long)d->hosts, (unsigned long long)d->refused,
                      (unsigned long long)c->requests, (unsigned long long)c->error_replies,
                      (unsigned long long)c->crc_errors, (unsigned long long)c->oversize,
                      (unsigned long long)c->truncated, (unsigned long long)c->version_errors,
                      (unsigned long long)d->dev.dec.garbage, (unsigned long long)c->attention,
                      (unsigned long long)d->turns, (unsigned)d->longest_turn_us,
-                     (unsigned long long)d->turns_over_1ms, (unsigned long long)d->policy_resets);
+                     (unsigned long long)d->turns_over_1ms, (unsigned long long)d->policy_resets,
+                     (unsigned)d->dev.epoch, (unsigned long long)c->replays,
+                     (unsigned long long)c->version_noise, (unsigned long long)c->yields,
+                     (unsigned long long)d->log_dropped);
     return n > 0 ? (size_t)n : 0;
 }
 
@@ -523,7 +572,7 @@ int main(int argc, char **argv)
 
     parse_options(argc, argv, &d.o);
     if (!xport_parse(d.o.link, &d.x, err, sizeof err))
-        bad_option("--link", err, d.o.link);
+        appnet_bad_option("--link", err, d.o.link);
     d.log = d.x.kind == XP_STDIO ? stderr : stdout;
     xport_name(&d.x, d.name, sizeof d.name);
     install_signals();
@@ -546,25 +595,18 @@ int main(int argc, char **argv)
         return 2;
     }
 
-    sn_posix_config pcfg;
-    sn_posix_config_default(&pcfg);
-    pcfg.max_handles = d.o.slots + d.o.backlog + cfg.release_queue;
-    pcfg.use_poll = d.o.use_poll;
-
     int rc = 1;
-    sn_posix *posix = NULL;
     void *core_mem = malloc(core_len);
     if (core_mem == NULL) {
         fprintf(stderr, PROG ": out of memory\n");
         return 1;
     }
-    int e = sn_posix_create(&posix, &pcfg);
-    if (e < 0) {
-        fprintf(stderr, PROG ": POSIX backend: %s\n", sn_strerror(e));
-        posix = NULL;
+    sn_backend be;
+    rc = appnet_start_backend(&d.o.net, d.o.slots + d.o.backlog + cfg.release_queue, &be);
+    if (rc != 0)
         goto out;
-    }
-    sn_backend be = sn_posix_backend(posix);
+    rc = 1;
+    int e;
     d.ops = be.ops;
     d.be = be.ctx;
     e = sn_core_init(&d.core, core_mem, core_len, &cfg, be);
@@ -583,11 +625,12 @@ int main(int argc, char **argv)
         fprintf(stderr, PROG ": %s\n", err);
         goto out;
     }
-    sn_posix_set_extra_fds(posix, d.pfd, 3);
+    appnet_set_extra_fds(d.pfd, 3);
 
     uint32_t now = d.ops->now_ms(d.be);
+    char desc[64];
     fprintf(d.log, PROG ": serving %u slots on %s (%s), link protocol %u\n", d.o.slots, d.name,
-            d.o.use_poll ? "poll" : "epoll", SN_LINK_VERSION);
+            backend_desc(&d.o.net, desc, sizeof desc), SN_LINK_VERSION);
     fflush(d.log);
     if (d.x.kind != XP_UNIX)
         host_arrived(&d, now, d.x.kind == XP_STDIO ? "stdio" : "device opened");
@@ -597,14 +640,16 @@ int main(int argc, char **argv)
         now = d.ops->now_ms(d.be);
         serve_link(&d, now);
         sn_poll(d.core, now);
-        if (d.host && sn_dev_attention(&d.dev))
+        /* While the link is up, also with the host counted as gone: a quiet
+         * host sleeping on the link must wake to what changed. */
+        if (d.x.rfd >= 0 && sn_dev_attention(&d.dev))
             flush_output(&d, now);
         policy(&d, now);
         if (d.stdin_done)
             break;
 
         uint32_t t = sn_next_timeout(d.core, now, IDLE_WAIT_MS);
-        if (d.host)
+        if (d.x.rfd >= 0) /* the partial-frame gap, the host gone or not */
             t = sn_dev_next_timeout(&d.dev, now, t);
         if (d.grace)
             t = min_u32(t, until(now, d.grace_end));
@@ -616,7 +661,7 @@ int main(int argc, char **argv)
             t = 0;
         arm(&d);
         if (d.relink) { /* epoll forgets a closed descriptor, even if its number returns */
-            sn_posix_set_extra_fds(posix, d.pfd, 3);
+            appnet_set_extra_fds(d.pfd, 3);
             d.relink = false;
         }
         count_turn(&d, mono_us() - woke);
@@ -632,8 +677,7 @@ int main(int argc, char **argv)
 out:
     if (d.core)
         sn_core_shutdown(d.core);
-    if (posix)
-        sn_posix_destroy(posix);
+    appnet_stop_backend();
     xport_close(&d.x);
     free(core_mem);
     return rc;

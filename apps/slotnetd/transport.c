@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <termios.h>
@@ -87,9 +88,18 @@ bool xport_parse(const char *spec, struct xport *x, char *err, size_t errlen)
     return true;
 }
 
-/* An existing file at the socket's path: a socket nobody answers on is a
- * leftover of a daemon that died and is removed; anything else is kept. */
-static bool clear_stale(const char *path, char *err, size_t errlen)
+static void set_addr(struct sockaddr_un *sa, const char *path)
+{
+    memset(sa, 0, sizeof *sa);
+    sa->sun_family = AF_UNIX;
+    memcpy(sa->sun_path, path, strlen(path) + 1);
+}
+
+/* May the socket file at path be replaced? Yes when there is none, or it is
+ * a socket nobody answers on (a leftover of a daemon that died). A live
+ * daemon's socket always answers: it appears only once it listens. Anything
+ * else is kept. */
+static bool replaceable(const char *path, char *err, size_t errlen)
 {
     struct stat st;
     if (lstat(path, &st) != 0)
@@ -101,8 +111,8 @@ static bool clear_stale(const char *path, char *err, size_t errlen)
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0)
         return fail(err, errlen, "socket for", path);
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    memcpy(sa.sun_path, path, strlen(path) + 1);
+    struct sockaddr_un sa;
+    set_addr(&sa, path);
     int rc = connect(fd, (struct sockaddr *)&sa, sizeof sa);
     int e = errno;
     close(fd);
@@ -110,29 +120,82 @@ static bool clear_stale(const char *path, char *err, size_t errlen)
         snprintf(err, errlen, "%s: another daemon is serving on it", path);
         return false;
     }
-    if (unlink(path) != 0 && errno != ENOENT)
-        return fail(err, errlen, "cannot remove stale socket", path);
     return true;
 }
 
+/* The directory of path, locked (flock) while a daemon checks and replaces
+ * the socket file, so two daemons starting together cannot both take the
+ * same stale file. Best effort: -1 (no lock) when the directory cannot be
+ * opened or stays locked for 2 s. */
+static int lock_dir(const char *path)
+{
+    char dir[sizeof(((struct sockaddr_un *)0)->sun_path)];
+    const char *slash = strrchr(path, '/');
+    if (slash == NULL)
+        snprintf(dir, sizeof dir, ".");
+    else if (slash == path)
+        snprintf(dir, sizeof dir, "/");
+    else
+        snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    for (int i = 0; i < 100; i++) {
+        if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+            return fd;
+        if (errno != EWOULDBLOCK && errno != EINTR)
+            break;
+        usleep(20000);
+    }
+    close(fd);
+    return -1;
+}
+
+/* The socket is bound under a temporary name in the same directory, made
+ * 0600, listening, and only then renamed over the final path: no client ever
+ * finds a socket file that refuses connections, and a second daemon's check
+ * (replaceable) never mistakes a live daemon's socket for a stale one. */
 static bool open_unix(struct xport *x, char *err, size_t errlen)
 {
-    if (!clear_stale(x->path, err, errlen))
+    char tmp[sizeof x->path];
+    const char *slash = strrchr(x->path, '/');
+    int dirlen = slash ? (int)(slash - x->path + 1) : 0;
+    int n = snprintf(tmp, sizeof tmp, "%.*s.slotnetd-%ld", dirlen, x->path, (long)getpid());
+    if (n < 0 || (size_t)n >= sizeof tmp) {
+        snprintf(err, errlen, "%s: path too long for the temporary socket name", x->path);
         return false;
+    }
     x->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (x->lfd < 0)
         return fail(err, errlen, "socket for", x->path);
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    memcpy(sa.sun_path, x->path, strlen(x->path) + 1);
+    struct sockaddr_un sa;
+    set_addr(&sa, tmp);
+    (void)unlink(tmp); /* a leftover of a daemon with our pid */
     /* Created 0600 from the start: no window in which others may connect. */
     mode_t old = umask(0177);
     int rc = bind(x->lfd, (struct sockaddr *)&sa, sizeof sa);
     umask(old);
     if (rc != 0)
-        return fail(err, errlen, "cannot bind", x->path);
+        return fail(err, errlen, "cannot bind", tmp);
+    bool ok = false;
+    if (chmod(tmp, 0600) != 0 || listen(x->lfd, 4) != 0) {
+        fail(err, errlen, "cannot listen on", tmp);
+    } else {
+        int lk = lock_dir(x->path);
+        if (replaceable(x->path, err, errlen)) {
+            if (rename(tmp, x->path) == 0)
+                ok = true;
+            else
+                fail(err, errlen, "cannot rename the socket to", x->path);
+        }
+        if (lk >= 0)
+            close(lk); /* releases the lock */
+    }
+    if (!ok) {
+        (void)unlink(tmp);
+        return false;
+    }
     x->unlinked = false;
-    if (chmod(x->path, 0600) != 0 || listen(x->lfd, 4) != 0)
-        return fail(err, errlen, "cannot listen on", x->path);
     return true;
 }
 

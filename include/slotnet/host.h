@@ -6,7 +6,10 @@
  * on, with the same arguments, the same SN_E* results and the same events.
  *
  * Every call that needs the device is one synchronous request/reply (a
- * write of more than 2048 bytes is several). Events are raised only from
+ * write of more than 2048 bytes is several). A request whose reply does not
+ * come in time is sent again with the same sequence number, which the
+ * device answers with its kept reply instead of acting twice: every call
+ * takes effect exactly once, or the link is lost. Events are raised only from
  * inside sn_host_poll(), computed by comparing successive network-status
  * replies (bitmaps and per-slot handles) with the host's mirror of the
  * table. All memory is allocated by sn_host_open(); nothing after.
@@ -33,12 +36,18 @@ typedef struct sn_host sn_host;
  * sn_host_shutdown(). info for SN_EV_FREED is an sn_free_reason the host
  * infers: SN_FREED_GRACEFUL after the host's own close (the link does not
  * say whether the drain ended by FIN, peer or timeout), SN_FREED_IDLE for a
- * connection that vanished without one. */
+ * connection that vanished without one. A slot a handler changes (connect,
+ * close, terminate, write) is left alone for the rest of the pass, whose
+ * network status predates the change; sn_host_next_timeout() is then 0 so
+ * the next pass comes at once and raises what is due (CONNECTED, ...). */
 typedef void (*sn_host_event_fn)(sn_host *h, sn_id id, sn_event ev, int info, void *user);
 
 typedef struct sn_host_config {
-    uint32_t timeout_ms;       /* one attempt's wait for its reply, default 250 */
-    uint8_t resends;           /* extra attempts of a request that may be repeated, default 2 */
+    /* One attempt's wait for its reply, default 250; on a serial line plus
+     * twice the time the request and the longest reply it allows take at
+     * the line's rate (10 bits a byte). */
+    uint32_t timeout_ms;
+    uint8_t resends;           /* extra attempts of any request after a timeout, default 2 */
     uint32_t write_poll_ms;    /* sn_host_next_timeout() while a short write waits, default 10 */
     sn_host_event_fn on_event; /* optional */
     void *user;
@@ -55,10 +64,17 @@ void sn_host_config_default(sn_host_config *cfg);
  *   "exec:COMMAND"          runs COMMAND with /bin/sh -c, its stdin and
  *                           stdout on a socket pair (give the daemon
  *                           --link stdio); it is ended by sn_host_shutdown
- * SN_EINVAL for a bad target or config, SN_EIO when the link cannot be
- * opened or the device does not answer version 1, SN_ENOMEM.
+ * A UNIX socket that is not there yet or refuses is tried again for one
+ * timeout_ms (a daemon just started). SN_EINVAL for a bad target or config,
+ * SN_EIO when the link cannot be opened, nothing answers, or the device
+ * answers the opening null with a version error (it does not speak link
+ * version 1), SN_ENOMEM; sn_host_open_error() then says which.
  */
 int sn_host_open(sn_host **out, const char *target, const sn_host_config *cfg);
+
+/* Why the last failed sn_host_open() or sn_host_reopen() of the calling
+ * thread failed, one line without a newline ("" if none did). */
+const char *sn_host_open_error(void);
 
 /* Terminates every connection the mirror holds, stops the listeners this
  * host started (as sn_core_shutdown does to its own), closes the link and
@@ -70,7 +86,10 @@ void sn_host_shutdown(sn_host *h);
  * kept them, an update that changes nothing). The mirror is kept: the next
  * sn_host_poll() raises FREED for connections that did not survive (all of
  * them when exec: started a new daemon) and ACCEPTED for ones it has not
- * seen. */
+ * seen. The same happens without a reopen when the device says (network
+ * status epoch) that it gave up on this host after its grace period and
+ * reset every connection and stopped every listener: the poll that sees it
+ * makes the listens again and raises FREED for every connection held. */
 int sn_host_reopen(sn_host *h);
 
 /* True while the link works. */
@@ -131,15 +150,19 @@ size_t sn_host_report(sn_host *h, char *buf, size_t len);
 
 typedef struct sn_host_link_stats {
     uint64_t requests;      /* requests made (a resend is not another) */
-    uint64_t resends;       /* attempts after a timeout */
+    uint64_t resends;       /* attempts after a timeout or a version-error reply */
     uint64_t timeouts;      /* attempts that got no reply in time */
-    uint64_t failed;        /* requests that got no reply at all */
-    uint64_t frame_errors;  /* replies dropped: CRC, oversize, truncated, version */
+    uint64_t failed;        /* requests that got no reply at all (the link was lost) */
+    uint64_t frame_errors;  /* replies dropped: CRC, oversize, truncated, version;
+                             * and version-error replies (-19) after the opening null */
     uint64_t garbage;       /* bytes skipped outside frames (attention excluded) */
-    uint64_t stale_replies; /* good replies that did not echo the request */
+    uint64_t stale_replies; /* good replies that did not echo the request's seq,
+                             * command and slot (late answers to an earlier attempt) */
     uint64_t attention;     /* attention bytes from the device */
     uint64_t polls;         /* sn_host_poll() passes that reached the device */
     uint64_t reopens;
+    uint64_t losses;        /* times the link was lost */
+    uint64_t epochs;        /* times the device said it dropped this host's table */
     uint32_t device_turn_us; /* the device loop's longest turn, as of the last stats fetch */
     /* Round trip of every answered request, first send to reply, in us. */
     uint64_t rtt_count;

@@ -130,6 +130,12 @@ typedef struct sn_link_frame {
     int32_t response;    /* reply: result, negative SN_LINK_E_* on error */
     uint16_t len;        /* data bytes */
     const uint8_t *data; /* len bytes; decode: valid until the next feed */
+    bool rescan;         /* decode (frames and rejected candidates): the candidate did
+                          * not begin at a clean position (at the start, right after
+                          * a good frame, or at the first byte fed after
+                          * sn_link_dec_flush()) but after skipped bytes or inside
+                          * a rejected candidate's bytes: a version error there is
+                          * noise, never answered with -19. Ignored by encode. */
 } sn_link_frame;
 
 /* Writes f (and its len data bytes) as one complete frame into out. Returns
@@ -144,8 +150,12 @@ typedef struct sn_link_decoder {
     size_t have;       /* bytes buffered in buf, from a candidate frame's start */
     size_t emitted;    /* length of the frame handed out last, dropped on the next call */
     uint64_t garbage;  /* bytes skipped while looking for a frame */
+    uint64_t attention; /* ...of which SN_LINK_ATTENTION bytes (rescans included) */
     uint64_t frames;   /* good frames emitted */
     uint64_t errors;   /* candidate frames rejected */
+    bool clean;        /* the scan position (buf[0], or the next input byte when
+                        * nothing is buffered) is a clean frame start */
+    bool after_gap;    /* flushed: the next input byte follows a silence */
     uint8_t buf[SN_LINK_FRAME_MAX];
 } sn_link_decoder;
 
@@ -174,7 +184,10 @@ static inline bool sn_link_dec_partial(const sn_link_decoder *d) { return d->hav
 
 /* Drops a partial frame (no byte for SN_LINK_GAP_MS). Returns
  * SN_LINK_E_TRUNCATED if one was dropped, else 0. Frames buffered behind its
- * start are kept: call sn_link_dec_feed(d, NULL, 0, ...) until it returns 0. */
+ * start are kept: call sn_link_dec_feed(d, NULL, 0, ...) until it returns 0.
+ * Either way the link was silent: once those are scanned, the next byte fed
+ * starts a clean candidate (frame.rescan false), so a caller may also call it
+ * with nothing partial when input resumes after a silence. */
 int sn_link_dec_flush(sn_link_decoder *d);
 
 /* ---- Payloads ---------------------------------------------------------- */
@@ -223,6 +236,8 @@ int sn_link_status_decode(const uint8_t *in, size_t len, sn_link_status *s);
 #define SN_LINK_NET_STATUS_SIZE(slots) (SN_LINK_NET_STATUS_LEN + 4u * (slots))
 typedef struct sn_link_net_status {
     uint8_t slots;         /* 1..SN_LINK_SLOTS_MAX */
+    uint8_t epoch;         /* +1 (mod 256) each time the device dropped the host's
+                            * connections and listeners (its grace expired) */
     uint16_t data_max;     /* SN_LINK_DATA_MAX */
     uint16_t backlog_now;
     uint16_t backlog_peak;

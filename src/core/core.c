@@ -882,6 +882,9 @@ int sn_slot_status_get(sn_core *core, unsigned index, sn_slot_status *st)
         st->readable = r > 0 ? (uint32_t)r : 0;
         st->write_space = w > 0 ? (uint32_t)w : 0;
     }
+    if (s->ch != NULL && !(s->flags & SN_SF_RESET) &&
+        OPS(core)->tx_queued(CTX(core), s->ch, &st->unsent, &st->unacked) < 0)
+        st->unsent = st->unacked = 0;
     return SN_OK;
 }
 

@@ -2,14 +2,18 @@
  * libslotnet-host: the core's API over the link (docs/link-protocol.md).
  *
  * Requests are strictly one at a time: encode, send, read until the reply
- * that echoes the request's command and slot, or the attempt's timeout.
- * Requests that can be repeated without harm (null, status, network
- * status, statistics, diagnostics, listen, close, abort) are resent; read,
- * write and create are not, since a lost reply may hide work already done
- * (bytes consumed or accepted, a slot taken): they fail with SN_ETIMEDOUT
- * and leave the decision to the caller. A repeatable request that is never
- * answered, end of file, or a version mismatch loses the link: from then
- * on every call returns SN_EIO until sn_host_reopen().
+ * that echoes the request's seq, command and slot (create: any slot), or
+ * the attempt's timeout. Every request gets a new seq (1..63, never 0) and
+ * is resent, the identical frame with the same seq, after a timeout: the
+ * device replays its last reply for a repeated seq instead of acting again,
+ * so a read, a write or a create takes effect exactly once however many
+ * replies are lost. Replies that echo another seq (a late answer to an
+ * attempt already answered) are dropped and counted. A request that is never
+ * answered, end of file, or a version mismatch in answer to the opening null
+ * loses the link: from then on every call returns SN_EIO until
+ * sn_host_reopen(). A version-error reply at any other time is a frame error
+ * (noise the device took for a frame): it is counted and the request is
+ * resent at once.
  *
  * Events come from the difference between successive network statuses
  * and the mirror of the table kept here (one record per slot).
@@ -18,6 +22,8 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -28,8 +34,7 @@
 #include "slotnet/link.h"
 
 /* The statistics are struct sn_stats's 33 counters in its order, then a
- * 34th: the device's longest loop turn (what slotnetd's device.c sends; the
- * spec's list names only the first 33). */
+ * 34th: the device's longest loop turn. */
 _Static_assert(sizeof(sn_stats) + 4u == SN_LINK_STATS_LEN, "sn_stats no longer matches the link's counters");
 
 #define DEFAULT_TIMEOUT_MS 250u
@@ -55,6 +60,10 @@ struct hslot {
     bool peer_closed; /* PEER_CLOSED raised */
     bool aborted;     /* ABORTED or CONNECT_FAILED raised */
     bool want_write;  /* a short write waits for WRITABLE */
+    /* A connection that vanished unseen: a create got this slot while the
+     * mirror still held it. Its FREED comes first in the next poll. */
+    sn_id gone;
+    int gone_why;
 };
 
 struct hlisten {
@@ -70,21 +79,28 @@ struct sn_host {
     int fd;
     bool sock;
     pid_t child;
+    unsigned long baud;  /* serial: the line's rate (the reply deadline grows with it); else 0 */
     bool up;
     bool in_poll;
-    bool attention;      /* an attention byte came after the last network status */
-    bool version_error;  /* the device speaks another version */
+    bool attention;      /* an attention byte came after the last network status
+                          * (or the last poll left slots to look at again) */
+    bool opening;        /* the opening null is in flight */
+    bool version_error;  /* the device answered the opening null in another version */
+    uint8_t version_seen;
+    uint8_t epoch;       /* network status epoch as last seen */
+    uint16_t touched;    /* slots the host acted on during this poll pass */
     unsigned nslots;
     struct hslot slot[SN_LINK_SLOTS_MAX];
     struct hlisten listeners[SN_MAX_LISTENERS];
     sn_stats stats;
     sn_host_link_stats ls;
-    uint64_t skipped;    /* non-attention bytes skipped outside frames */
     uint64_t hist[HIST_N];
 
     /* The request in flight and its reply. */
-    bool waiting, got, resent;
-    uint8_t want_cmd, want_slot;
+    bool waiting, got;
+    bool nudge; /* a version-error reply: resend now rather than at the timeout */
+    uint8_t seq; /* the last request's; the next is seq % 63 + 1 */
+    uint8_t want_seq, want_cmd, want_slot;
     bool any_slot; /* create: the reply names the slot it got */
     int32_t response;
     uint16_t rlen;
@@ -95,13 +111,25 @@ struct sn_host {
     uint8_t rx[4096];
 };
 
+/* Why the last sn_host_open() or sn_host_reopen() of this thread failed. */
+static _Thread_local char open_why[256];
+
+static void set_why(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(open_why, sizeof open_why, fmt, ap);
+    va_end(ap);
+}
+
+const char *sn_host_open_error(void) { return open_why; }
+
 static uint64_t now_us(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
-
 /* ---- Round-trip histogram ---------------------------------------------- */
 
 static unsigned hist_index(uint32_t v)
@@ -154,9 +182,29 @@ static uint32_t hist_pct(const sn_host *h, unsigned pct)
 
 static int lost(sn_host *h)
 {
+    if (h->up)
+        h->ls.losses++;
     h->up = false;
     h->waiting = false;
     return SN_EIO;
+}
+
+/* A version error (a -19 reply, or a reply in another version found at a
+ * clean frame start): the end of the link in answer to the opening null,
+ * else noise to count. A foreign version found while rescanning a rejected
+ * candidate's bytes is noise and counted as the frame error it is. */
+static void version_noise(sn_host *h, uint8_t version, bool reply_19)
+{
+    if (h->waiting && !h->got && h->opening) {
+        h->version_error = true;
+        h->version_seen = version;
+        return;
+    }
+    h->ls.frame_errors++;
+    /* The device dropped a frame it could not read, maybe the request:
+     * resend it now (the seq makes that safe) instead of at the timeout. */
+    if (reply_19 && h->waiting && !h->got)
+        h->nudge = true;
 }
 
 /* A good reply: the one awaited, or a stale one to drop. */
@@ -164,10 +212,10 @@ static void take_frame(sn_host *h, const sn_link_frame *f)
 {
     if (f->command == SN_LINK_CMD_NULL && f->slot == SN_LINK_SLOT_NONE &&
         f->response == SN_LINK_E_VERSION) {
-        h->version_error = true; /* the spec: always means stop */
+        version_noise(h, f->version, true);
         return;
     }
-    if (!h->waiting || h->got || f->command != h->want_cmd ||
+    if (!h->waiting || h->got || f->seq != h->want_seq || f->command != h->want_cmd ||
         (!h->any_slot && f->slot != h->want_slot)) {
         h->ls.stale_replies++;
         return;
@@ -181,33 +229,28 @@ static void take_frame(sn_host *h, const sn_link_frame *f)
         h->attention = false;
 }
 
-/* Feeds received bytes to the decoder. Outside a frame the bytes are
- * looked at here first, to tell the attention byte from other garbage. */
+/* Feeds received bytes to the decoder, which counts the attention bytes
+ * among those it skips (between frames, or inside a rejected candidate). */
 static void feed(sn_host *h, const uint8_t *p, size_t n)
 {
     size_t pos = 0;
     for (;;) {
-        if (pos < n && !sn_link_dec_partial(&h->dec)) {
-            while (pos < n && p[pos] != SN_LINK_SYNC0) {
-                if (p[pos] == SN_LINK_ATTENTION) {
-                    h->ls.attention++;
-                    h->attention = true;
-                } else {
-                    h->skipped++;
-                }
-                pos++;
-            }
-        }
+        uint64_t att = h->dec.attention;
         size_t used = 0;
         sn_link_frame f;
         int r = sn_link_dec_feed(&h->dec, pos < n ? p + pos : NULL, n - pos, &used, &f);
         pos += used;
+        /* Skipped before the frame this call ends with, so before its reply. */
+        if (h->dec.attention != att) {
+            h->ls.attention += h->dec.attention - att;
+            h->attention = true;
+        }
         if (r == 1) {
             take_frame(h, &f);
+        } else if (r == SN_LINK_E_VERSION && !f.rescan) {
+            version_noise(h, f.version, false);
         } else if (r < 0) {
             h->ls.frame_errors++;
-            if (r == SN_LINK_E_VERSION)
-                h->version_error = true;
         } else if (pos >= n) {
             return; /* everything consumed, nothing more buffered to drain */
         }
@@ -289,14 +332,27 @@ struct req {
     uint32_t param;
     const void *data;
     uint16_t len, space;
-    bool may_resend;
-    unsigned attempts; /* 0: by the config */
+    unsigned attempts; /* 0: 1 + the config's resends */
 };
+
+/* One attempt's wait for its reply: the configured timeout, plus on a
+ * serial line twice the time the request and the longest reply it allows
+ * take on the wire (10 bits a byte: 8N1). At 9600 baud a 2 KiB read is
+ * 4.3 s of it; on a socket nothing. */
+static uint64_t reply_wait_us(const sn_host *h, size_t req_bytes, uint16_t space)
+{
+    uint64_t us = (uint64_t)h->cfg.timeout_ms * 1000u;
+    if (h->baud > 0) {
+        uint64_t bytes = (uint64_t)req_bytes + SN_LINK_OVERHEAD + space;
+        us += bytes * 10u * 2u * 1000000u / h->baud;
+    }
+    return us;
+}
 
 /*
  * One request and its reply. 0 with the reply in h->response/rdata/rlen;
- * SN_ETIMEDOUT for an unanswered request that is not repeated; SN_EIO when
- * the link is lost (or was already).
+ * SN_EIO when the link is lost (or was already): no reply after every
+ * attempt, end of file, or a version mismatch answering the opening null.
  */
 static int transact(sn_host *h, const struct req *q)
 {
@@ -306,11 +362,13 @@ static int transact(sn_host *h, const struct req *q)
     if (pump_in(h) < 0 || h->version_error)
         return lost(h);
 
+    uint8_t seq = (uint8_t)(h->seq % SN_LINK_SEQ_MAX + 1u); /* 1..63, never 0 */
     sn_link_frame f = {
         .kind = SN_LINK_REQUEST,
         .command = q->cmd,
         .slot = q->slot,
         .flags = q->flags,
+        .seq = seq,
         .len = q->len,
         .space = q->space,
         .param = q->param,
@@ -320,21 +378,26 @@ static int transact(sn_host *h, const struct req *q)
     if (flen < 0)
         return SN_EINVAL;
 
+    h->seq = seq;
     h->ls.requests++;
     h->waiting = true;
     h->got = false;
+    h->want_seq = seq;
     h->want_cmd = q->cmd;
     h->want_slot = q->slot;
     h->any_slot = q->cmd == SN_LINK_CMD_CREATE;
-    unsigned attempts = q->attempts ? q->attempts : q->may_resend ? 1u + h->cfg.resends : 1u;
+    unsigned attempts = q->attempts ? q->attempts : 1u + h->cfg.resends;
+    uint64_t wait_us = reply_wait_us(h, (size_t)flen, q->space);
     uint64_t t0 = now_us();
     for (unsigned a = 0; a < attempts; a++) {
         if (a > 0)
             h->ls.resends++;
-        h->resent = a > 0;
-        uint64_t deadline = now_us() + (uint64_t)h->cfg.timeout_ms * 1000u;
+        h->nudge = false;
+        /* The same frame every time: the same seq, so the device acts once. */
+        uint64_t deadline = now_us() + wait_us;
         if (write_all(h, h->tx, (size_t)flen, deadline) < 0)
             return lost(h);
+        bool timed_out = false;
         for (;;) {
             if (pump_in(h) < 0 || h->version_error)
                 return lost(h);
@@ -343,19 +406,27 @@ static int transact(sn_host *h, const struct req *q)
                 hist_add(h, now_us() - t0);
                 return 0;
             }
+            if (h->nudge)
+                break;
             int r = wait_fd(h, POLLIN, deadline, false);
             if (r < 0 || (r & (POLLERR | POLLNVAL)))
                 return lost(h);
-            if (r == 0)
+            if (r == 0) {
+                timed_out = true;
                 break;
+            }
             /* POLLHUP: pump_in reads what is left, then sees end of file. */
         }
+        if (!timed_out)
+            continue;
         h->ls.timeouts++;
         /* A reply cut short blocks nothing (its gap has passed): drop it,
          * and look again at what it swallowed. */
         if (sn_link_dec_partial(&h->dec) && sn_link_dec_flush(&h->dec) < 0) {
             h->ls.frame_errors++;
             feed(h, NULL, 0);
+            if (h->version_error)
+                return lost(h);
             if (h->got) {
                 h->waiting = false;
                 hist_add(h, now_us() - t0);
@@ -365,7 +436,7 @@ static int transact(sn_host *h, const struct req *q)
     }
     h->waiting = false;
     h->ls.failed++;
-    return q->may_resend ? lost(h) : SN_ETIMEDOUT;
+    return lost(h);
 }
 
 /* A request whose reply's response is the result: SN_E* or >= 0. */
@@ -376,7 +447,6 @@ static int request(sn_host *h, const struct req *q)
         return err;
     return h->response < 0 ? sn_link_err_to_core(h->response) : (int)h->response;
 }
-
 /* ---- Life cycle ---------------------------------------------------------- */
 
 void sn_host_config_default(sn_host_config *cfg)
@@ -393,7 +463,6 @@ static int net_status(sn_host *h, sn_link_net_status *ns)
         .cmd = SN_LINK_CMD_NET_STATUS,
         .slot = SN_LINK_SLOT_NONE,
         .space = (uint16_t)SN_LINK_NET_STATUS_SIZE(SN_LINK_SLOTS_MAX),
-        .may_resend = true,
     };
     int r = request(h, &q);
     if (r < 0)
@@ -406,27 +475,46 @@ static int net_status(sn_host *h, sn_link_net_status *ns)
 }
 
 /* Opens the transport and proves the link: null (the version), then
- * network status (the slot count). */
-static int link_open(sn_host *h)
+ * network status (the slot count). patience_ms: how long a UNIX socket
+ * nobody listens on yet is tried again. */
+static int link_open(sn_host *h, unsigned patience_ms)
 {
-    int err = sn__host_tr_open(h->target, &h->fd, &h->sock, &h->child);
-    if (err < 0)
+    open_why[0] = '\0';
+    int err = sn__host_tr_open(h->target, patience_ms, &h->fd, &h->sock, &h->child, &h->baud);
+    if (err < 0) {
+        set_why("%s: %s", h->target,
+                err == SN_EINVAL ? "not a usable link target" : strerror(errno));
         return err;
+    }
     sn_link_dec_init(&h->dec, SN_LINK_REPLY);
     h->up = true;
     h->version_error = false;
     h->attention = false;
     h->waiting = false;
+    /* The seq runs on across reopens: a device that kept its last reply
+     * never takes the new link's first requests for resends. */
     unsigned tries = OPEN_PATIENCE_MS / (h->cfg.timeout_ms ? h->cfg.timeout_ms : 1u);
     struct req q = {.cmd = SN_LINK_CMD_NULL,
                     .slot = SN_LINK_SLOT_NONE,
-                    .may_resend = true,
                     .attempts = tries > h->cfg.resends ? tries : 1u + h->cfg.resends};
     sn_link_net_status ns;
+    h->opening = true;
     err = request(h, &q);
+    h->opening = false;
     if (err == 0)
         err = net_status(h, &ns);
     if (err != 0) {
+        if (h->version_error && h->version_seen != SN_LINK_VERSION)
+            set_why("%s: the device speaks link protocol version %u, not %u", h->target,
+                    (unsigned)h->version_seen, SN_LINK_VERSION);
+        else if (h->version_error)
+            set_why("%s: the device answered the opening null with a version error (-19): "
+                    "it does not take link protocol version %u", h->target, SN_LINK_VERSION);
+        else if (h->up)
+            set_why("%s: malformed reply to the opening requests (%s)", h->target,
+                    sn_strerror(err));
+        else
+            set_why("%s: no answer from a slotnet link device", h->target);
         h->up = false;
         sn__host_tr_close(h->fd, h->child);
         h->fd = -1;
@@ -434,6 +522,7 @@ static int link_open(sn_host *h)
         return err == SN_EINVAL ? SN_EINVAL : SN_EIO;
     }
     h->nslots = ns.slots;
+    h->epoch = ns.epoch;
     return 0;
 }
 
@@ -448,27 +537,51 @@ static void link_close(sn_host *h)
 
 int sn_host_open(sn_host **out, const char *target, const sn_host_config *cfg)
 {
-    if (out == NULL || target == NULL || strlen(target) >= TARGET_MAX || target[0] == '\0')
+    if (out == NULL || target == NULL || strlen(target) >= TARGET_MAX || target[0] == '\0') {
+        set_why("no link target");
         return SN_EINVAL;
+    }
     sn_host_config c;
     if (cfg)
         c = *cfg;
     else
         sn_host_config_default(&c);
-    if (c.timeout_ms == 0 || c.timeout_ms > 60000u || c.resends > 100u)
+    if (c.timeout_ms == 0 || c.timeout_ms > 60000u || c.resends > 100u) {
+        set_why("bad link configuration");
         return SN_EINVAL;
+    }
     sn_host *h = calloc(1, sizeof *h);
-    if (h == NULL)
+    if (h == NULL) {
+        set_why("out of memory");
         return SN_ENOMEM;
+    }
     h->cfg = c;
     memcpy(h->target, target, strlen(target) + 1);
     h->fd = -1;
-    int err = link_open(h);
+    /* A daemon started just before us may not listen yet: try its socket
+     * again for one reply timeout. */
+    int err = link_open(h, c.timeout_ms);
     if (err < 0) {
         free(h);
         return err;
     }
     *out = h;
+    return 0;
+}
+
+/* Makes the listens this host made again: to a device that kept them an
+ * update that changes nothing, to one that lost or dropped them the same
+ * listeners anew. SN_EIO when the link is lost meanwhile. */
+static int relisten(sn_host *h)
+{
+    for (unsigned i = 0; i < SN_MAX_LISTENERS; i++) {
+        const struct hlisten *l = &h->listeners[i];
+        if (!l->used)
+            continue;
+        int err = sn_host_listen(h, &l->local, l->protocol, l->max_conns, l->idle_ms);
+        if (err == SN_EIO)
+            return err;
+    }
     return 0;
 }
 
@@ -478,26 +591,40 @@ int sn_host_reopen(sn_host *h)
         return SN_EINVAL;
     link_close(h);
     h->ls.reopens++;
-    int err = link_open(h);
+    int err = link_open(h, 0);
     if (err < 0)
         return err;
-    /* A new daemon knows none of them; an old one takes each as an update. */
-    for (unsigned i = 0; i < SN_MAX_LISTENERS; i++) {
-        const struct hlisten *l = &h->listeners[i];
-        if (!l->used)
-            continue;
-        err = sn_host_listen(h, &l->local, l->protocol, l->max_conns, l->idle_ms);
-        if (err == SN_EIO)
-            return err;
-    }
-    return 0;
+    return relisten(h);
 }
 
 bool sn_host_link_up(const sn_host *h) { return h != NULL && h->up; }
 
 /* ---- Slots ---------------------------------------------------------------- */
 
-static void slot_forget(struct hslot *m) { memset(m, 0, sizeof *m); }
+static void slot_forget(struct hslot *m)
+{
+    sn_id gone = m->gone;
+    int why = m->gone_why;
+    memset(m, 0, sizeof *m);
+    m->gone = gone; /* still owed its FREED */
+    m->gone_why = why;
+}
+
+/* Why a connection the mirror held vanished: its own close drained, or
+ * something else (idle timeout, reset, a device that dropped it). */
+static int vanish_reason(const struct hslot *m)
+{
+    return m->closing ? SN_FREED_GRACEFUL : SN_FREED_IDLE;
+}
+
+/* The host changed slot i (connect, close, terminate, write): during a
+ * poll pass, the pass's network status no longer tells the truth about it,
+ * so the pass leaves it alone. A read changes nothing the mirror holds. */
+static void touch(sn_host *h, unsigned i)
+{
+    if (h->in_poll && i < SN_LINK_SLOTS_MAX)
+        h->touched |= (uint16_t)(1u << i);
+}
 
 /* The mirror's slot for id, or SN_ESTALE: an id the host never saw, or one
  * whose slot has moved on, is refused without asking the device. */
@@ -510,17 +637,14 @@ static int slot_of(const sn_host *h, sn_id id, unsigned *idx)
     return 0;
 }
 
+/* Abort on slot i (id 0: whatever occupies it). */
 static int terminate_slot(sn_host *h, unsigned i, sn_id id)
 {
-    struct req q = {.cmd = SN_LINK_CMD_ABORT, .slot = (uint8_t)i, .param = id, .may_resend = true};
-    int r = transact(h, &q);
+    touch(h, i);
+    struct req q = {.cmd = SN_LINK_CMD_ABORT, .slot = (uint8_t)i, .param = id};
+    int r = request(h, &q);
     if (r < 0)
         return r;
-    int32_t resp = h->response;
-    if (resp == SN_LINK_E_STALE && h->resent)
-        resp = 0; /* the first attempt did it; its reply was lost */
-    if (resp < 0)
-        return sn_link_err_to_core(resp);
     slot_forget(&h->slot[i]);
     return 0;
 }
@@ -553,12 +677,12 @@ int sn_host_listen(sn_host *h, const sn_endpoint *local, uint8_t protocol, uint8
                     .slot = SN_LINK_SLOT_NONE,
                     .param = idle_ms,
                     .data = args,
-                    .len = SN_LINK_ARGS_LEN,
-                    .may_resend = true}; /* the same listen again is an update */
+                    .len = SN_LINK_ARGS_LEN};
     int r = request(h, &q);
     if (r < 0)
         return r;
-    /* Remembered so that sn_host_shutdown stops it, as the core would. */
+    /* Remembered so that sn_host_shutdown stops it, as the core would, and
+     * so that a reopen or a device that dropped it gets it again. */
     struct hlisten *slot = NULL;
     for (unsigned i = 0; i < SN_MAX_LISTENERS; i++) {
         struct hlisten *l = &h->listeners[i];
@@ -579,6 +703,21 @@ int sn_host_listen(sn_host *h, const sn_endpoint *local, uint8_t protocol, uint8
     return 0;
 }
 
+/* The device gave slot i to a new connection of this host's: whatever the
+ * mirror still held there vanished without the host seeing it go, and is
+ * owed its FREED (the next poll raises it). */
+static void slot_taken(sn_host *h, unsigned i)
+{
+    struct hslot *m = &h->slot[i];
+    if (m->handle != SN_ID_NONE) {
+        m->gone = m->handle;
+        m->gone_why = vanish_reason(m);
+        h->attention = true; /* something for the next poll to raise */
+    }
+    slot_forget(m);
+    touch(h, i);
+}
+
 int sn_host_connect(sn_host *h, const sn_endpoint *remote, uint8_t protocol, uint32_t idle_ms,
                     sn_id *out)
 {
@@ -592,24 +731,31 @@ int sn_host_connect(sn_host *h, const sn_endpoint *remote, uint8_t protocol, uin
                     .param = idle_ms,
                     .data = args,
                     .len = SN_LINK_ARGS_LEN,
-                    .space = 4}; /* not resent: a lost reply may hide a slot taken */
+                    .space = 4}; /* resent after a timeout, it still makes one connection */
     int r = request(h, &q);
     if (r < 0)
         return r;
-    if (h->rlen != 4 || (unsigned)r >= h->nslots)
+    if ((unsigned)r >= h->nslots || (unsigned)r >= SN_LINK_SLOTS_MAX) {
+        /* A slot the host cannot name: if the device did take one, the next
+         * poll finds a handle it never made there and raises ACCEPTED for
+         * it, so the application sees it and can close it. */
         return SN_EIO;
-    sn_id id = sn_link_get32(h->rdata);
-    if (id == SN_ID_NONE || sn_id_index(id) != (unsigned)r)
+    }
+    sn_id id = h->rlen == 4 ? sn_link_get32(h->rdata) : SN_ID_NONE;
+    slot_taken(h, (unsigned)r);
+    if (id == SN_ID_NONE || sn_id_index(id) != (unsigned)r) {
+        /* The slot is known but not its handle: give it back (abort
+         * whatever occupies it, which is the connection just made). */
+        terminate_slot(h, (unsigned)r, 0);
         return SN_EIO;
+    }
     struct hslot *m = &h->slot[r];
-    slot_forget(m);
     m->handle = id;
     m->state = SN_CONNECTING;
     m->connecting = true;
     *out = id;
     return 0;
 }
-
 int sn_host_read(sn_host *h, sn_id id, void *buf, size_t len)
 {
     unsigned i;
@@ -648,6 +794,7 @@ int sn_host_write(sn_host *h, sn_id id, const void *buf, size_t len, unsigned fl
         return err;
     if (len > INT32_MAX)
         len = INT32_MAX;
+    touch(h, i);
     const uint8_t *p = buf;
     size_t done = 0;
     /* Pieces until the device takes less than it is given: a core write
@@ -691,17 +838,13 @@ int sn_host_close(sn_host *h, sn_id id)
     int err = slot_of(h, id, &i);
     if (err < 0)
         return err;
-    struct req q = {.cmd = SN_LINK_CMD_CLOSE, .slot = (uint8_t)i, .param = id, .may_resend = true};
-    err = transact(h, &q);
-    if (err < 0)
-        return err;
-    int32_t resp = h->response;
-    if (resp == SN_LINK_E_STALE && h->resent)
-        resp = 1; /* the first attempt did it; its reply was lost */
-    if (resp < 0)
-        return sn_link_err_to_core(resp);
+    touch(h, i);
+    struct req q = {.cmd = SN_LINK_CMD_CLOSE, .slot = (uint8_t)i, .param = id};
+    int r = request(h, &q);
+    if (r < 0)
+        return r;
     struct hslot *m = &h->slot[i];
-    if (resp == 1) {
+    if (r == 1) {
         slot_forget(m); /* freed at once (reset or aborted): no FREED */
     } else {
         m->closing = true;
@@ -728,8 +871,7 @@ static int slot_status(sn_host *h, unsigned index, sn_link_status *ls)
 {
     struct req q = {.cmd = SN_LINK_CMD_STATUS,
                     .slot = (uint8_t)index,
-                    .space = SN_LINK_STATUS_LEN,
-                    .may_resend = true};
+                    .space = SN_LINK_STATUS_LEN};
     int r = request(h, &q);
     if (r < 0)
         return r;
@@ -783,8 +925,7 @@ int sn_host_stats_fetch(sn_host *h)
         return SN_EINVAL;
     struct req q = {.cmd = SN_LINK_CMD_STATS,
                     .slot = SN_LINK_SLOT_NONE,
-                    .space = SN_LINK_STATS_LEN,
-                    .may_resend = true};
+                    .space = SN_LINK_STATS_LEN};
     int r = request(h, &q);
     if (r < 0)
         return r;
@@ -812,8 +953,7 @@ size_t sn_host_report(sn_host *h, char *buf, size_t len)
         struct req q = {.cmd = SN_LINK_CMD_DIAG,
                         .slot = SN_LINK_SLOT_NONE,
                         .param = (uint32_t)off,
-                        .space = (uint16_t)want,
-                        .may_resend = true};
+                        .space = (uint16_t)want};
         int r = request(h, &q);
         if (r < 0) {
             if (len > 0)
@@ -837,7 +977,8 @@ void sn_host_link_stats_get(const sn_host *h, sn_host_link_stats *out)
     if (h == NULL || out == NULL)
         return;
     *out = h->ls;
-    out->garbage = h->skipped + h->dec.garbage;
+    /* The decoder counts attention bytes among the garbage it skips. */
+    out->garbage = h->dec.garbage - h->dec.attention;
     out->rtt_p50_us = hist_pct(h, 50);
     out->rtt_p99_us = hist_pct(h, 99);
 }
@@ -867,15 +1008,23 @@ static void diff_slot(sn_host *h, unsigned i, const sn_link_net_status *ns)
     sn_id now = ns->handle[i];
     uint32_t bit = 1u << i;
 
+    if (m->gone != SN_ID_NONE) {
+        /* Vanished before a create of this host's took the slot. */
+        sn_id old = m->gone;
+        m->gone = SN_ID_NONE;
+        emit(h, old, SN_EV_FREED, m->gone_why);
+        if (h->touched & bit)
+            return; /* a handler acted on the slot: look again next pass */
+    }
     if (m->handle != SN_ID_NONE && m->handle != now) {
         /* Gone without this host freeing it: its close ended, an idle
          * timeout, or a new daemon behind the link. */
         sn_id old = m->handle;
-        int why = m->closing ? SN_FREED_GRACEFUL : SN_FREED_IDLE;
+        int why = vanish_reason(m);
         slot_forget(m);
         emit(h, old, SN_EV_FREED, why);
-        if (m->handle != SN_ID_NONE)
-            return; /* a handler connected out into this slot meanwhile */
+        if (h->touched & bit)
+            return; /* e.g. a handler connected out into this slot meanwhile */
     }
     if (now == SN_ID_NONE)
         return;
@@ -940,6 +1089,30 @@ static void diff_slot(sn_host *h, unsigned i, const sn_link_net_status *ns)
     }
 }
 
+/* The device gave up on this host (its grace period ended with the host
+ * silent): every connection was reset and every listener stopped. As after
+ * a reopen: the listens again, and FREED for every connection held. */
+static void device_dropped(sn_host *h)
+{
+    h->ls.epochs++;
+    if (relisten(h) < 0)
+        return;
+    for (unsigned i = 0; i < SN_LINK_SLOTS_MAX; i++) {
+        struct hslot *m = &h->slot[i];
+        if (m->gone != SN_ID_NONE) {
+            sn_id old = m->gone;
+            m->gone = SN_ID_NONE;
+            emit(h, old, SN_EV_FREED, m->gone_why);
+        }
+        if (m->handle != SN_ID_NONE && !(h->touched & (1u << i))) {
+            sn_id old = m->handle;
+            int why = vanish_reason(m);
+            slot_forget(m);
+            emit(h, old, SN_EV_FREED, why);
+        }
+    }
+}
+
 int sn_host_poll(sn_host *h, uint32_t now_ms)
 {
     (void)now_ms;
@@ -956,10 +1129,25 @@ int sn_host_poll(sn_host *h, uint32_t now_ms)
     h->stats.backlog_now = ns.backlog_now;
     h->stats.backlog_peak = ns.backlog_peak;
     h->in_poll = true;
+    h->touched = 0;
+    if (ns.epoch != h->epoch) {
+        h->epoch = ns.epoch;
+        device_dropped(h);
+    }
     /* Every slot the mirror can hold: a smaller table behind a reopened
-     * link reads as handles 0 beyond its end. */
-    for (unsigned i = 0; i < SN_LINK_SLOTS_MAX; i++)
-        diff_slot(h, i, &ns);
+     * link reads as handles 0 beyond its end. A slot a handler changed
+     * before its turn (connect, close, terminate, write) is not compared
+     * with this network status, which predates the change: the next pass,
+     * made at once, does it. */
+    uint16_t skipped = 0;
+    for (unsigned i = 0; i < SN_LINK_SLOTS_MAX && h->up; i++) {
+        if (h->touched & (1u << i))
+            skipped |= (uint16_t)(1u << i);
+        else
+            diff_slot(h, i, &ns);
+    }
+    if (skipped)
+        h->attention = true; /* poll again at once for what was left */
     h->in_poll = false;
     return h->up ? 0 : SN_EIO;
 }

@@ -33,7 +33,7 @@ static int set_nonblock(int fd)
     return fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0 ? -1 : 0;
 }
 
-static int open_unix(const char *path, int *fd)
+static int open_unix(const char *path, unsigned patience_ms, int *fd)
 {
     struct sockaddr_un sa;
     memset(&sa, 0, sizeof sa);
@@ -41,20 +41,36 @@ static int open_unix(const char *path, int *fd)
     if (path[0] == '\0' || strlen(path) >= sizeof sa.sun_path)
         return SN_EINVAL;
     memcpy(sa.sun_path, path, strlen(path) + 1);
-    int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (s < 0)
-        return SN_EIO;
-    /* Blocking connect: a local socket answers at once or not at all. */
-    int rc;
-    do
-        rc = connect(s, (const struct sockaddr *)&sa, sizeof sa);
-    while (rc < 0 && errno == EINTR);
-    if (rc < 0 || set_nonblock(s) < 0) {
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (s < 0)
+            return SN_EIO;
+        /* Blocking connect: a local socket answers at once or not at all. */
+        int rc;
+        do
+            rc = connect(s, (const struct sockaddr *)&sa, sizeof sa);
+        while (rc < 0 && errno == EINTR);
+        if (rc == 0 && set_nonblock(s) == 0) {
+            *fd = s;
+            return 0;
+        }
+        int e = errno;
         close(s);
-        return SN_EIO;
+        errno = e;
+        /* Not there yet, or not listening yet: a daemon starting. */
+        if (rc == 0 || (e != ENOENT && e != ECONNREFUSED))
+            return SN_EIO;
+        struct timespec t;
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        long waited_ms = (t.tv_sec - t0.tv_sec) * 1000L + (t.tv_nsec - t0.tv_nsec) / 1000000L;
+        if (waited_ms >= (long)patience_ms)
+            return SN_EIO;
+        struct timespec nap = {0, 10 * 1000 * 1000};
+        nanosleep(&nap, NULL);
+        errno = e;
     }
-    *fd = s;
-    return 0;
 }
 
 static speed_t baud_of(unsigned long b)
@@ -73,7 +89,7 @@ static speed_t baud_of(unsigned long b)
     return B0;
 }
 
-static int open_serial(const char *spec, int *fd)
+static int open_serial(const char *spec, int *fd, unsigned long *baud_out)
 {
     char dev[256];
     const char *comma = strrchr(spec, ',');
@@ -97,11 +113,14 @@ static int open_serial(const char *spec, int *fd)
     int s = open(dev, O_RDWR | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
     if (s < 0)
         return SN_EIO;
+    int e;
     /* Raw 8N1, no flow control, no echo, no line discipline: the frames
      * are binary and carry their own sync and CRC. */
     struct termios t;
     if (tcgetattr(s, &t) != 0) {
+        e = errno;
         close(s);
+        errno = e;
         return SN_EIO;
     }
     cfmakeraw(&t);
@@ -112,11 +131,14 @@ static int open_serial(const char *spec, int *fd)
     t.c_cc[VTIME] = 0;
     if (cfsetispeed(&t, speed) != 0 || cfsetospeed(&t, speed) != 0 ||
         tcsetattr(s, TCSANOW, &t) != 0) {
+        e = errno;
         close(s);
+        errno = e;
         return SN_EIO;
     }
     tcflush(s, TCIOFLUSH); /* whatever was on the line before us is not ours */
     *fd = s;
+    *baud_out = baud;
     return 0;
 }
 
@@ -154,21 +176,23 @@ static int open_exec(const char *cmd, int *fd, pid_t *child)
     return 0;
 }
 
-int sn__host_tr_open(const char *target, int *fd, bool *is_socket, pid_t *child)
+int sn__host_tr_open(const char *target, unsigned patience_ms, int *fd, bool *is_socket,
+                     pid_t *child, unsigned long *baud)
 {
     const char *rest;
     *fd = -1;
     *child = 0;
     *is_socket = true;
+    *baud = 0;
     if (prefixed(target, "unix:", &rest))
-        return open_unix(rest, fd);
+        return open_unix(rest, patience_ms, fd);
     if (prefixed(target, "exec:", &rest))
         return open_exec(rest, fd, child);
     if (prefixed(target, "serial:", &rest)) {
         *is_socket = false;
-        return open_serial(rest, fd);
+        return open_serial(rest, fd, baud);
     }
-    return open_unix(target, fd);
+    return open_unix(target, patience_ms, fd);
 }
 
 /* Waits up to ms for the child to exit; true once it is reaped. */

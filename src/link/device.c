@@ -10,27 +10,38 @@ static uint16_t bit(unsigned i) { return (uint16_t)(1u << i); }
 
 /* One rx_avail and one tx_space per open slot: cheap, and only done per
  * reply and per attention check after an event. */
+/* Slot i's bits and handle as they are now, in v (whose other slots are
+ * left alone). */
+static void snapshot_slot(sn_link_device *dev, unsigned i, sn_dev_view *v)
+{
+    uint16_t m = (uint16_t)~bit(i);
+    v->in_use &= m, v->connected &= m, v->closed &= m;
+    v->readable &= m, v->writable &= m, v->aborted &= m;
+    v->handle[i] = 0;
+    sn_slot_status st;
+    if (sn_slot_status_get(dev->core, i, &st) < 0 || st.state == SN_FREE)
+        return;
+    v->in_use |= bit(i);
+    v->handle[i] = st.id;
+    bool open = st.state == SN_CONNECTED || st.state == SN_OTHER_END_CLOSED;
+    if (st.state == SN_CONNECTED)
+        v->connected |= bit(i);
+    if (st.state == SN_OTHER_END_CLOSED || st.state == SN_ABORTED)
+        v->closed |= bit(i);
+    if (st.state == SN_ABORTED)
+        v->aborted |= bit(i);
+    if (open && st.readable > 0)
+        v->readable |= bit(i);
+    if (open && st.write_space > 0)
+        v->writable |= bit(i);
+}
+
 static void snapshot(sn_link_device *dev, sn_dev_view *v)
 {
     memset(v, 0, sizeof *v);
-    for (unsigned i = 0; i < dev->slots; i++) {
-        sn_slot_status st;
-        if (sn_slot_status_get(dev->core, i, &st) < 0 || st.state == SN_FREE)
-            continue;
-        v->in_use |= bit(i);
-        v->handle[i] = st.id;
-        bool open = st.state == SN_CONNECTED || st.state == SN_OTHER_END_CLOSED;
-        if (st.state == SN_CONNECTED)
-            v->connected |= bit(i);
-        if (st.state == SN_OTHER_END_CLOSED || st.state == SN_ABORTED)
-            v->closed |= bit(i);
-        if (st.state == SN_ABORTED)
-            v->aborted |= bit(i);
-        if (open && st.readable > 0)
-            v->readable |= bit(i);
-        if (open && st.write_space > 0)
-            v->writable |= bit(i);
-    }
+    v->epoch = dev->epoch;
+    for (unsigned i = 0; i < dev->slots; i++)
+        snapshot_slot(dev, i, v);
 }
 
 /* Something the host has not seen: a bit newly set, or a handle changed.
@@ -41,7 +52,7 @@ static bool news(const sn_link_device *dev, const sn_dev_view *cur)
     uint16_t fresh = (uint16_t)((cur->in_use & ~v->in_use) | (cur->connected & ~v->connected) |
                                 (cur->closed & ~v->closed) | (cur->readable & ~v->readable) |
                                 (cur->writable & ~v->writable) | (cur->aborted & ~v->aborted));
-    if (fresh != 0)
+    if (fresh != 0 || cur->epoch != v->epoch)
         return true;
     for (unsigned i = 0; i < dev->slots; i++)
         if (cur->handle[i] != v->handle[i])
@@ -79,9 +90,19 @@ void sn_dev_reset(sn_link_device *dev)
 {
     sn_link_dec_init(&dev->dec, SN_LINK_REQUEST);
     dev->out_len = dev->out_pos = 0;
+    dev->out_aux = false;
     dev->attention_sent = false;
+    dev->yielded = false;
+    sn_dev_forget_replay(dev);
     /* A new host has seen nothing: whatever is open is news to it. */
     memset(&dev->view, 0, sizeof dev->view);
+    dev->view.epoch = dev->epoch;
+}
+
+void sn_dev_forget_replay(sn_link_device *dev)
+{
+    dev->last_valid = false;
+    dev->last_len = 0;
 }
 
 void sn_dev_note_event(sn_link_device *dev) { dev->events = true; }
@@ -107,6 +128,8 @@ void sn_dev_set_diag(sn_link_device *dev, sn_dev_diag_fn fn, void *user)
 
 /* ---- Replies ---------------------------------------------------------- */
 
+/* Encodes the reply to req into out[] (the replay cache) and makes it the
+ * pending output. */
 static void reply(sn_link_device *dev, const sn_link_frame *req, uint8_t slot, int32_t response,
                   uint16_t len)
 {
@@ -120,14 +143,39 @@ static void reply(sn_link_device *dev, const sn_link_frame *req, uint8_t slot, i
         .slot = slot,
         .response = response,
         .len = response < 0 ? 0 : len,
+        .seq = req->seq,
         .data = dev->data,
     };
     int n = sn_link_encode(&f, dev->out, sizeof dev->out);
     /* Cannot fail: len <= SN_LINK_DATA_MAX and out holds a whole frame. */
     dev->out_len = n > 0 ? (size_t)n : 0;
     dev->out_pos = 0;
+    dev->out_aux = false;
+    dev->last_valid = req->seq != 0 && n > 0;
+    dev->last_seq = req->seq;
+    dev->last_cmd = req->command;
+    dev->last_slot = req->slot;
+    dev->last_len = dev->out_len;
     if (response < 0)
         dev->count.error_replies++;
+}
+
+/* The version-error reply: in aux[], so the replay cache survives it. */
+static void version_reply(sn_link_device *dev)
+{
+    sn_link_frame f = {
+        .kind = SN_LINK_REPLY,
+        .status = SN_LINK_ST_UP,
+        .command = SN_LINK_CMD_NULL,
+        .slot = SN_LINK_SLOT_NONE,
+        .response = SN_LINK_E_VERSION,
+    };
+    int n = sn_link_encode(&f, dev->aux, sizeof dev->aux);
+    dev->out_len = n > 0 ? (size_t)n : 0;
+    dev->out_pos = 0;
+    dev->out_aux = true;
+    dev->count.version_errors++;
+    dev->count.error_replies++;
 }
 
 /* The slot a slot command acts on: param 0 is whatever occupies it (none:
@@ -265,11 +313,8 @@ static void do_slot_command(sn_link_device *dev, const sn_link_frame *f)
         rc = sn_read(dev->core, id, dev->data, want);
         if (rc >= 0 && (size_t)rc < want)
             dev->view.readable &= (uint16_t)~bit(i); /* the host saw it drained */
-        if (rc == SN_ECLOSED || rc == SN_ECONNRESET) {
-            dev->view.readable &= (uint16_t)~bit(i);
-            dev->view.connected &= (uint16_t)~bit(i);
-            dev->view.closed |= bit(i);
-        }
+        if (rc == SN_ECLOSED || rc == SN_ECONNRESET)
+            snapshot_slot(dev, i, &dev->view); /* the host saw the slot's end, as it is */
         reply(dev, f, f->slot, rc < 0 ? core_err(rc) : rc, rc > 0 ? (uint16_t)rc : 0);
         return;
     }
@@ -310,13 +355,19 @@ static void do_status(sn_link_device *dev, const sn_link_frame *f)
         .closed = (uint16_t)closed,
     };
     sn_link_status_encode(&ls, dev->data);
-    /* The host has now seen both bitmaps and this slot's buffers. */
+    /* The host has now seen this slot (its bits in the bitmaps and its
+     * buffers), not the others: hosts read the bitmaps for the slot they
+     * asked about, so another slot's change stays news. The handle is not
+     * in the reply: in_use and handle stay as they were. */
     sn_dev_view *v = &dev->view;
-    v->connected = (uint16_t)conn;
-    v->closed = (uint16_t)closed;
-    uint16_t b = bit(f->slot);
-    v->readable = (uint16_t)(st.readable ? v->readable | b : v->readable & ~b);
-    v->writable = (uint16_t)(st.write_space ? v->writable | b : v->writable & ~b);
+    sn_dev_view cur = *v;
+    snapshot_slot(dev, f->slot, &cur);
+    uint16_t b = bit(f->slot), m = (uint16_t)~b;
+    v->connected = (uint16_t)((v->connected & m) | (cur.connected & b));
+    v->closed = (uint16_t)((v->closed & m) | (cur.closed & b));
+    v->aborted = (uint16_t)((v->aborted & m) | (cur.aborted & b));
+    v->readable = (uint16_t)((v->readable & m) | (cur.readable & b));
+    v->writable = (uint16_t)((v->writable & m) | (cur.writable & b));
     reply(dev, f, f->slot, 0, SN_LINK_STATUS_LEN);
 }
 
@@ -332,6 +383,7 @@ static void do_net_status(sn_link_device *dev, const sn_link_frame *f)
     const sn_stats *s = sn_stats_get(dev->core);
     sn_link_net_status ns = {
         .slots = (uint8_t)dev->slots,
+        .epoch = dev->epoch,
         .data_max = SN_LINK_DATA_MAX,
         .backlog_now = sat16(s->backlog_now),
         .backlog_peak = sat16(s->backlog_peak),
@@ -448,13 +500,37 @@ static void handle(sn_link_device *dev, const sn_link_frame *f)
 
 /* ---- Input ------------------------------------------------------------ */
 
+/* A resend of the request answered last: the same nonzero seq, command and
+ * slot. */
+static bool is_resend(const sn_link_device *dev, const sn_link_frame *f)
+{
+    return dev->last_valid && f->seq != 0 && f->seq == dev->last_seq &&
+           f->command == dev->last_cmd && f->slot == dev->last_slot;
+}
+
 size_t sn_dev_feed(sn_link_device *dev, const void *in, size_t len, uint32_t now_ms)
 {
     const uint8_t *src = in;
     size_t pos = 0;
+    unsigned rejected = 0;
     if (src == NULL)
         len = 0;
+    if (dev->out_len > 0)
+        return 0; /* the host has not taken the last output yet */
+    dev->yielded = false;
+    /* Input after a silence starts clean: a version error there is a foreign
+     * host's frame, not noise. (With a partial frame buffered,
+     * sn_dev_flush_gap() drops it and marks the silence itself.) */
+    if (len > 0 && dev->out_len == 0 && !sn_link_dec_partial(&dev->dec) &&
+        sn_time_reached(now_ms, dev->last_rx_ms + SN_LINK_GAP_MS))
+        (void)sn_link_dec_flush(&dev->dec);
     while (dev->out_len == 0) {
+        if (rejected >= SN_DEV_REJECT_BUDGET) {
+            /* Enough for one turn: the rest (buffered or not consumed) next. */
+            dev->yielded = true;
+            dev->count.yields++;
+            break;
+        }
         size_t used = 0;
         sn_link_frame f;
         int r = sn_link_dec_feed(&dev->dec, len ? src + pos : NULL, len - pos, &used, &f);
@@ -465,17 +541,30 @@ size_t sn_dev_feed(sn_link_device *dev, const void *in, size_t len, uint32_t now
             break;
         if (r == 1) {
             dev->attention_sent = false; /* a request: the host may be told again */
-            handle(dev, &f);
+            dev->events = true;          /* and what it was shown is checked again */
+            if (is_resend(dev, &f)) {
+                /* Its reply was lost: the same bytes again, nothing done twice. */
+                dev->count.requests++;
+                dev->count.replays++;
+                dev->out_len = dev->last_len;
+                dev->out_pos = 0;
+                dev->out_aux = false;
+            } else {
+                handle(dev, &f);
+            }
             break;
         }
+        rejected++;
         switch (r) {
-        case SN_LINK_E_VERSION: {
-            /* Nothing after the version can be trusted: answer as null. */
-            sn_link_frame req = {.command = SN_LINK_CMD_NULL, .slot = SN_LINK_SLOT_NONE};
-            dev->count.version_errors++;
-            reply(dev, &req, SN_LINK_SLOT_NONE, SN_LINK_E_VERSION, 0);
+        case SN_LINK_E_VERSION:
+            /* Nothing after the version can be trusted: answer as null, but
+             * only where a frame could begin; inside a rejected candidate's
+             * bytes it is noise (a payload's A5 3C xx). */
+            if (f.rescan)
+                dev->count.version_noise++;
+            else
+                version_reply(dev);
             break;
-        }
         case SN_LINK_E_CRC:
             dev->count.crc_errors++;
             break;
@@ -492,7 +581,7 @@ size_t sn_dev_feed(sn_link_device *dev, const void *in, size_t len, uint32_t now
 
 bool sn_dev_busy(const sn_link_device *dev)
 {
-    return dev->out_len > 0 || sn_link_dec_partial(&dev->dec);
+    return dev->out_len > 0 || sn_link_dec_partial(&dev->dec) || dev->yielded;
 }
 
 int sn_dev_flush_gap(sn_link_device *dev, uint32_t now_ms)
@@ -506,7 +595,9 @@ int sn_dev_flush_gap(sn_link_device *dev, uint32_t now_ms)
      * false starts would otherwise stall the link 100 ms apiece; found by
      * the fuzzer), at most 32 a call, the rest at the next. */
     for (int i = 0; i < 32 && dev->out_len == 0 && sn_link_dec_partial(&dev->dec); i++) {
-        if (!sn_time_reached(now_ms, dev->last_rx_ms + SN_LINK_GAP_MS))
+        /* A yielded feed left candidates unexamined (maybe whole frames):
+         * they are not stale yet. */
+        if (dev->yielded || !sn_time_reached(now_ms, dev->last_rx_ms + SN_LINK_GAP_MS))
             break;
         if (sn_link_dec_flush(&dev->dec) < 0) {
             dev->count.truncated++;
@@ -519,7 +610,11 @@ int sn_dev_flush_gap(sn_link_device *dev, uint32_t now_ms)
 
 uint32_t sn_dev_next_timeout(const sn_link_device *dev, uint32_t now_ms, uint32_t max_ms)
 {
-    if (dev->out_len > 0 || !sn_link_dec_partial(&dev->dec))
+    if (dev->out_len > 0)
+        return max_ms;
+    if (dev->yielded)
+        return 0;
+    if (!sn_link_dec_partial(&dev->dec))
         return max_ms;
     uint32_t due = dev->last_rx_ms + SN_LINK_GAP_MS;
     if (sn_time_reached(now_ms, due))
@@ -531,7 +626,7 @@ uint32_t sn_dev_next_timeout(const sn_link_device *dev, uint32_t now_ms, uint32_
 
 size_t sn_dev_output(const sn_link_device *dev, const uint8_t **p)
 {
-    *p = dev->out + dev->out_pos;
+    *p = (dev->out_aux ? dev->aux : dev->out) + dev->out_pos;
     return dev->out_len - dev->out_pos;
 }
 
@@ -542,8 +637,10 @@ void sn_dev_sent(sn_link_device *dev, size_t n)
         n = left;
     dev->out_pos += n;
     dev->count.bytes_out += n;
-    if (dev->out_pos == dev->out_len)
+    if (dev->out_pos == dev->out_len) {
         dev->out_len = dev->out_pos = 0;
+        dev->out_aux = false;
+    }
 }
 
 bool sn_dev_attention(sn_link_device *dev)
@@ -555,9 +652,10 @@ bool sn_dev_attention(sn_link_device *dev)
     snapshot(dev, &cur);
     if (!news(dev, &cur))
         return false;
-    dev->out[0] = SN_LINK_ATTENTION;
+    dev->aux[0] = SN_LINK_ATTENTION;
     dev->out_len = 1;
     dev->out_pos = 0;
+    dev->out_aux = true;
     dev->attention_sent = true;
     dev->count.attention++;
     return true;
@@ -583,5 +681,9 @@ unsigned sn_dev_stop_all(sn_link_device *dev, unsigned *listeners)
     }
     if (listeners != NULL)
         *listeners = stopped;
+    /* A new epoch: a host that comes back must listen again, and one that
+     * sleeps on the link is told (attention) even if nothing was open. */
+    dev->epoch++;
+    dev->events = true;
     return reset;
 }

@@ -115,7 +115,7 @@ int sn_link_encode(const sn_link_frame *f, void *out, size_t cap)
         p[1] = SN_LINK_SYNC_REQ;
         h[1] = f->command;
         h[2] = f->slot;
-        h[3] = (uint8_t)((f->flags & SN_LINK_F_MASK) | (f->seq << 2));
+        h[3] = (uint8_t)((f->flags & SN_LINK_F_MASK) | ((unsigned)f->seq << 2));
         sn_link_put16(h + 4, f->len);
         sn_link_put16(h + 6, f->space);
         sn_link_put32(h + 8, f->param);
@@ -142,6 +142,18 @@ void sn_link_dec_init(sn_link_decoder *d, unsigned accept)
 {
     memset(d, 0, sizeof *d);
     d->accept = accept & (SN_LINK_REQUEST | SN_LINK_REPLY);
+    d->clean = true; /* the start of the stream is a frame boundary */
+}
+
+/* n bytes at p are skipped as garbage: counted, attention bytes apart. */
+static void skipped(sn_link_decoder *d, const uint8_t *p, size_t n)
+{
+    if (n == 0)
+        return;
+    d->garbage += n;
+    for (size_t i = 0; i < n; i++)
+        d->attention += p[i] == SN_LINK_ATTENTION;
+    d->clean = false; /* whatever follows skipped bytes is not a frame boundary */
 }
 
 static sn_link_kind kind_of(uint8_t sync1)
@@ -172,7 +184,7 @@ static void skip_garbage(sn_link_decoder *d)
     size_t i = 0;
     while (i < d->have && d->buf[i] != SN_LINK_SYNC0)
         i++;
-    d->garbage += i;
+    skipped(d, d->buf, i);
     drop(d, i);
 }
 
@@ -180,7 +192,7 @@ static void skip_garbage(sn_link_decoder *d)
  * so a good frame behind a false start is not lost. */
 static void resync(sn_link_decoder *d)
 {
-    d->garbage++;
+    skipped(d, d->buf, 1); /* its sync0 */
     drop(d, 1);
     skip_garbage(d);
 }
@@ -192,6 +204,7 @@ static void settle(sn_link_decoder *d)
     if (d->emitted > 0) {
         drop(d, d->emitted);
         d->emitted = 0;
+        d->clean = true; /* where a good frame ended */
         skip_garbage(d);
     }
 }
@@ -219,6 +232,7 @@ static void parse(const sn_link_decoder *d, sn_link_frame *f)
         f->seq = h[10] & SN_LINK_SEQ_MAX;
     }
     f->data = h + SN_LINK_HDR_LEN;
+    f->rescan = !d->clean;
 }
 
 int sn_link_dec_feed(sn_link_decoder *d, const void *in, size_t len, size_t *used,
@@ -234,9 +248,14 @@ int sn_link_dec_feed(sn_link_decoder *d, const void *in, size_t len, size_t *use
         /* Hunt for the first sync byte straight from the input. */
         if (d->have == 0) {
             size_t start = pos;
+            if (pos < len && d->after_gap) { /* the first byte after a silence */
+                d->after_gap = false;
+                d->clean = true;
+            }
             while (pos < len && src[pos] != SN_LINK_SYNC0)
                 pos++;
-            d->garbage += pos - start;
+            if (pos > start)
+                skipped(d, src + start, pos - start);
             if (pos == len)
                 break;
             d->buf[d->have++] = src[pos++];
@@ -250,6 +269,7 @@ int sn_link_dec_feed(sn_link_decoder *d, const void *in, size_t len, size_t *use
             memset(out, 0, sizeof *out);
             out->kind = kind_of(d->buf[1]);
             out->version = d->buf[2];
+            out->rescan = !d->clean;
             resync(d);
             d->errors++;
             *used = pos;
@@ -276,6 +296,7 @@ int sn_link_dec_feed(sn_link_decoder *d, const void *in, size_t len, size_t *use
                 take = len - pos;
             if (take == 0)
                 break;
+            d->after_gap = false; /* the input extends a candidate begun before it */
             memcpy(d->buf + d->have, src + pos, take);
             d->have += take;
             pos += take;
@@ -304,6 +325,7 @@ int sn_link_dec_feed(sn_link_decoder *d, const void *in, size_t len, size_t *use
 int sn_link_dec_flush(sn_link_decoder *d)
 {
     settle(d);
+    d->after_gap = true;
     if (d->have == 0)
         return 0;
     resync(d);

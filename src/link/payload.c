@@ -79,7 +79,7 @@ size_t sn_link_net_status_encode(const sn_link_net_status *s, uint8_t *out)
 {
     unsigned n = s->slots > SN_LINK_SLOTS_MAX ? SN_LINK_SLOTS_MAX : s->slots;
     out[0] = (uint8_t)n;
-    out[1] = 0; /* reserved */
+    out[1] = s->epoch;
     sn_link_put16(out + 2, s->data_max);
     sn_link_put16(out + 4, s->backlog_now);
     sn_link_put16(out + 6, s->backlog_peak);
@@ -102,6 +102,7 @@ int sn_link_net_status_decode(const uint8_t *in, size_t len, sn_link_net_status 
         return SN_LINK_E_PARAM;
     memset(s, 0, sizeof *s);
     s->slots = in[0];
+    s->epoch = in[1];
     s->data_max = sn_link_get16(in + 2);
     s->backlog_now = sn_link_get16(in + 4);
     s->backlog_peak = sn_link_get16(in + 6);

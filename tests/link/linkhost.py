@@ -4,7 +4,11 @@ It doubles as a check that the document is complete enough for another
 language.
 
     h = LinkHost.unix(path)          # or LinkHost.fds(rfd, wfd)
-    rep = h.request(CMD_NULL)        # a Reply: status, command, slot, response, data
+    rep = h.request(CMD_NULL)        # a Reply: status, command, slot, response, seq, data
+
+Every request carries a new sequence number (1..63, then 1 again; flags byte
+bits 2..7), which the reply echoes; h.resend() sends the last frame again,
+byte for byte, as a host does after a lost reply.
 """
 import os
 import select
@@ -23,6 +27,7 @@ CMD_NULL, CMD_ABORT, CMD_CLOSE, CMD_CREATE, CMD_READ, CMD_WRITE = 0, 1, 2, 3, 4,
 CMD_STATUS, CMD_LISTEN, CMD_NET_STATUS, CMD_DIAG, CMD_STATS = 6, 7, 9, 32, 33
 SLOT_NONE = 0xFF
 F_CLOSE_AFTER, F_PUSH = 0x01, 0x02
+F_MASK, SEQ_MAX = 0x03, 63
 ST_UP, ST_ATTENTION = 0x01, 0x02
 
 E_UNKNOWN_CMD, E_STALE, E_STATE, E_AGAIN = -1, -2, -3, -4
@@ -49,10 +54,12 @@ class Timeout(LinkError):
 
 
 def request_frame(command, slot=SLOT_NONE, flags=0, data=b"", space=DATA_MAX, param=0,
-                  version=VERSION, length=None):
-    """One request frame; length overrides the header's len (to forge bad frames)."""
+                  version=VERSION, length=None, seq=0):
+    """One request frame; length overrides the header's len (to forge bad frames).
+    seq (0..63) goes in the flags byte's bits 2..7; 0 is "no sequence"."""
     n = len(data) if length is None else length
-    head = struct.pack("<BBBBHHI", version, command, slot, flags, n, space, param & 0xFFFFFFFF)
+    fs = (flags & F_MASK) | ((seq & SEQ_MAX) << 2)
+    head = struct.pack("<BBBBHHI", version, command, slot, fs, n, space, param & 0xFFFFFFFF)
     body = bytes([SYNC0, SYNC_REQ]) + head + data
     return body + struct.pack("<I", zlib.crc32(body) & 0xFFFFFFFF)
 
@@ -63,13 +70,13 @@ def args(addr, port, protocol=0, max_conns=0):
 
 
 class Reply:
-    def __init__(self, version, status, command, slot, response, data):
+    def __init__(self, version, status, command, slot, response, data, seq=0, raw=b""):
         self.version, self.status, self.command, self.slot = version, status, command, slot
-        self.response, self.data = response, data
+        self.response, self.data, self.seq, self.raw = response, data, seq, raw
 
     def __repr__(self):
-        return "Reply(cmd=%d slot=%d resp=%d status=%#x len=%d)" % (
-            self.command, self.slot, self.response, self.status, len(self.data))
+        return "Reply(cmd=%d slot=%d resp=%d status=%#x len=%d seq=%d)" % (
+            self.command, self.slot, self.response, self.status, len(self.data), self.seq)
 
 
 class SlotStatus:
@@ -95,6 +102,7 @@ class NetStatus:
         if len(d) != 20 + 4 * n:
             raise LinkError("network status of %d slots is %d bytes" % (n, len(d)))
         self.slots = n
+        self.epoch = d[1]  # +1 each time the device dropped the host's connections and listeners
         (self.data_max, self.backlog_now, self.backlog_peak, self.in_use, self.connected,
          self.closed, self.readable, self.writable, self.aborted) = struct.unpack("<9H", d[2:20])
         self.handles = list(struct.unpack("<%dI" % n, d[20:]))
@@ -116,6 +124,9 @@ class LinkHost:
         self.garbage = 0       # other bytes skipped
         self.version_seen = None
         self.read_chunk = 65536
+        self.seq = 0           # the last sequence number used
+        self.last_frame = None  # the last request frame sent
+        self.stale = 0         # replies dropped: not the outstanding request's seq
 
     @classmethod
     def unix(cls, path, timeout=5.0):
@@ -210,23 +221,47 @@ class LinkHost:
                     if zlib.crc32(body) & 0xFFFFFFFF != crc:
                         self.buf = self.buf[1:]
                         continue
+                    raw = bytes(self.buf[:total])
                     self.buf = self.buf[total:]
-                    ver, status, cmd, slot, resp, _n, _res = struct.unpack_from(
-                        "<BBBBiHH", body, 2)
-                    return Reply(ver, status, cmd, slot, resp, bytes(body[2 + HDR_LEN:]))
+                    ver, status, cmd, slot, resp, _n, seq, _res = struct.unpack_from(
+                        "<BBBBiHBB", body, 2)
+                    return Reply(ver, status, cmd, slot, resp, bytes(body[2 + HDR_LEN:]), seq, raw)
             if not self._fill(deadline):
                 raise Timeout("no reply within %.1f s" % timeout)
 
+    def next_seq(self):
+        self.seq = self.seq % SEQ_MAX + 1
+        return self.seq
+
     def request(self, command, slot=SLOT_NONE, flags=0, data=b"", space=DATA_MAX, param=0,
-                timeout=5.0):
-        self.send_raw(request_frame(command, slot, flags, data, space, param))
-        rep = self.read_reply(timeout)
-        want_slot = slot
-        if rep.command == 0 and rep.slot == SLOT_NONE and rep.response == E_VERSION:
+                timeout=5.0, seq=None):
+        """Sends a request (a new seq unless one is given) and returns its reply;
+        replies with another seq (stale, to an earlier attempt) are dropped."""
+        if seq is None:
+            seq = self.next_seq()
+        self.last_frame = request_frame(command, slot, flags, data, space, param, seq=seq)
+        self.send_raw(self.last_frame)
+        return self.await_reply(command, slot, seq, timeout)
+
+    def resend(self, timeout=5.0):
+        """The last request frame again, byte for byte; its reply."""
+        self.send_raw(self.last_frame)
+        f = self.last_frame
+        return self.await_reply(f[3], f[4], f[5] >> 2, timeout)
+
+    def await_reply(self, command, slot, seq, timeout=5.0):
+        deadline = time.monotonic() + timeout
+        while True:
+            rep = self.read_reply(max(0.0, deadline - time.monotonic()))
+            if rep.command == 0 and rep.slot == SLOT_NONE and rep.response == E_VERSION:
+                return rep
+            if rep.seq != seq:
+                self.stale += 1
+                continue
+            if rep.command != command or (command != CMD_CREATE and rep.slot != slot):
+                raise LinkError("reply %r does not echo command %d slot %d" %
+                                (rep, command, slot))
             return rep
-        if rep.command != command or (command != CMD_CREATE and rep.slot != want_slot):
-            raise LinkError("reply %r does not echo command %d slot %d" % (rep, command, slot))
-        return rep
 
     # -- commands --
 

@@ -67,6 +67,15 @@ def client(port, timeout=3.0):
     return socket.create_connection(("127.0.0.1", port), timeout=timeout)
 
 
+def refused(port):
+    """True when nothing accepts a connection on the port (within 1 s)."""
+    try:
+        client(port, timeout=1).close()
+        return False
+    except OSError:
+        return True
+
+
 def rst_close(s):
     s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RST)
     s.close()
@@ -311,12 +320,7 @@ def case_commands(b):
 
     # Stop the listener
     check(h.listen(port, max_conns=0) == 0, "listen with max 0 stops it: 0")
-    try:
-        client(port, timeout=1).close()
-        refused = False
-    except OSError:
-        refused = True
-    check(refused, "connecting to the stopped listener is refused")
+    check(refused(port), "connecting to the stopped listener is refused")
 
     # Create: an outgoing connect to a Python server
     srv = socket.socket()
@@ -516,6 +520,215 @@ def case_frames(b):
     d.stop()
 
 
+# ---- link.seq -----------------------------------------------------------------
+
+def listening_daemon(b, *extra):
+    """A daemon with a host on it, listening on a free loopback port."""
+    d = Daemon(b, *extra)
+    h = d.host()
+    port = free_port()
+    check(h.listen(port) == 0, "listen")
+    return d, h, port
+
+
+def connected_pair(h, port, slots):
+    """A loopback client on the host's listener, and the slot and handle it got."""
+    c = client(port)
+    i, hnd = wait_slot_of(h, c, slots)
+    if i is None:
+        raise Fail("the client got no slot")
+    return c, i, hnd
+
+
+def no_more(sock, timeout=0.3):
+    sock.settimeout(timeout)
+    try:
+        return sock.recv(65536)
+    except socket.timeout:
+        return b""
+
+
+def case_seq(b):
+    d, h, port = listening_daemon(b, "--slots", "4")
+    c, i, hnd = connected_pair(h, port, 4)
+    c.sendall(b"ABCDEFGH")
+    check(wait_for(lambda: h.status(i).readable == 8), "8 bytes wait to be read")
+
+    rep = h.request(L.CMD_READ, slot=i, param=hnd, space=4)
+    check(rep.response == 4 and rep.data == b"ABCD" and rep.seq == h.seq,
+          "read of 4 with seq %d: 'ABCD', the reply echoes the seq" % h.seq)
+    again = h.resend()  # as if the first reply had been lost
+    check(again.raw == rep.raw, "the identical frame resent: the identical reply, byte for byte")
+    check(h.status(i).readable == 4, "...and the bytes were not taken twice (4 left)")
+    r, data = h.read(i, hnd, space=4)
+    check(r == 4 and data == b"EFGH", "the next read (a new seq) gets 'EFGH': nothing lost")
+
+    # Two copies back to back, the first reply never read before the second is sent.
+    frame = L.request_frame(L.CMD_WRITE, slot=i, param=hnd, data=b"once", flags=L.F_PUSH,
+                            seq=h.next_seq())
+    h.send_raw(frame + frame)
+    r1, r2 = h.read_reply(), h.read_reply()
+    check(r1.response == 4 and r2.raw == r1.raw, "a write sent twice: two identical replies (4)")
+    check(recv_exact(c, 4) == b"once" and no_more(c) == b"", "...the client gets the data once")
+
+    # A version error in between does not clear what is kept for a resend.
+    c.sendall(b"12345678")
+    check(wait_for(lambda: h.status(i).readable == 8), "8 more bytes")
+    rep = h.request(L.CMD_READ, slot=i, param=hnd, space=2)
+    check(rep.data == b"12", "read of 2: '12'")
+    h.send_raw(L.request_frame(L.CMD_NULL, version=2))
+    v = h.read_reply()
+    check(v.response == L.E_VERSION, "a version-2 frame at a frame boundary: -19")
+    check(h.resend().raw == rep.raw, "the read resent after it: still its own reply")
+
+    # seq 0: no sequence, always carried out.
+    zero = L.request_frame(L.CMD_READ, slot=i, param=hnd, space=2, seq=0)
+    h.send_raw(zero)
+    a = h.read_reply()
+    h.send_raw(zero)
+    z = h.read_reply()
+    check(a.seq == 0 and a.data == b"34" and z.data == b"56", "seq 0 twice: carried out twice "
+          "('%s', '%s')" % (a.data.decode(), z.data.decode()))
+    # The same seq with another command or slot is a new request.
+    s_ = h.next_seq()
+    r = h.request(L.CMD_READ, slot=i, param=hnd, space=1, seq=s_)
+    r2 = h.request(L.CMD_NULL, seq=s_)
+    r3 = h.request(L.CMD_READ, slot=i, param=hnd, space=1, seq=s_)
+    check(r.data == b"7" and r2.command == L.CMD_NULL and r2.response == 0 and r3.data == b"8",
+          "the same seq with another command between: each carried out")
+    check(h.request(L.CMD_READ, slot=i, param=hnd, space=1).response == 0,
+          "nothing left: every byte read exactly once")
+
+    # A new host never gets the old host's kept reply.
+    c.sendall(b"xy")
+    check(wait_for(lambda: h.status(i).readable == 2), "2 more bytes")
+    rep = h.request(L.CMD_READ, slot=i, param=hnd, space=1)
+    last = h.last_frame
+    h.close()
+    check(wait_for(lambda: "host gone" in d.log_text()), "the host leaves")
+    h = L.LinkHost.unix(d.path)
+    h.send_raw(last)
+    r = h.read_reply()
+    check(r.data == b"y" and r.raw != rep.raw,
+          "a new host sending the same seq, command and slot: carried out ('y')")
+    text, _ = h.diagnostics()
+    check(b" replays 3 " in text, "diagnostics: 3 replays")
+    c.close()
+    h.close()
+    d.stop()
+
+
+# ---- link.noise ----------------------------------------------------------------
+
+def case_noise(b):
+    d, h, port = listening_daemon(b, "--slots", "4")
+    c, i, hnd = connected_pair(h, port, 4)
+    # A payload holding what looks like the start of a version-2 request.
+    payload = b"head" + bytes([0xA5, 0x3C, 0x02]) + bytes(range(40)) + b"tail"
+    check(h.write(i, payload, hnd, flags=L.F_PUSH) == len(payload) and
+          recv_exact(c, len(payload)) == payload, "a write whose data holds A5 3C 02: accepted")
+    good = L.request_frame(L.CMD_WRITE, slot=i, param=hnd, data=payload, flags=L.F_PUSH,
+                           seq=h.next_seq())
+    # One bit flipped anywhere but the version byte (offset 2): sync, header
+    # (command, slot, flags, len up and down, space, param), data, CRC.
+    spots = [(0, 0), (1, 0), (3, 2), (4, 0), (5, 1), (6, 0), (6, 4), (7, 0), (9, 3), (13, 7),
+             (14, 0), (20, 5), (len(good) - 1, 6)]
+    for at, bit in spots:
+        bad = bytearray(good)
+        bad[at] ^= 1 << bit
+        h.send_raw(bytes(bad))
+        try:
+            r = h.read_reply(timeout=0.3)  # > the 100 ms gap: a longer len is dropped too
+            got = "reply %r" % r
+        except L.Timeout:
+            got = None
+        check(got is None, "bit %d of byte %d flipped: no reply, no -19 (%s)" % (bit, at, got))
+    check(h.null() == 0, "the link continues")
+    rep = h.request(L.CMD_WRITE, slot=i, param=hnd, data=payload, flags=L.F_PUSH)
+    check(rep.response == len(payload) and recv_exact(c, len(payload)) == payload and
+          no_more(c) == b"", "the write sent again intact: the client gets it exactly once")
+    text, _ = h.diagnostics()
+    line = [x for x in text.decode().split("\n") if x.startswith("slotnetd: link")][0]
+    check(" version 0 " in line and " version-noise 0 " not in line,
+          "diagnostics: no version error, the noise counted apart")
+    c.close()
+    h.close()
+    d.stop()
+
+
+# ---- link.attention --------------------------------------------------------------
+
+def case_attention(b):
+    d, h, port = listening_daemon(b, "--slots", "4")
+    c1, a, ha = connected_pair(h, port, 4)
+    c2, b_, hb = connected_pair(h, port, 4)
+    h.net_status()
+    h.poll_attention(0.3)
+    c2.shutdown(socket.SHUT_WR)  # FIN on slot b
+    check(h.poll_attention(1.0) == 1, "FIN on slot %d: one attention byte" % b_)
+    st = h.status(a)
+    check(st.closed >> b_ & 1, "a get-status on slot %d shows slot %d closed in its bitmap" % (a, b_))
+    check(h.poll_attention(1.0) == 1, "...yet slot %d's change is still news: attention again"
+          % b_)
+    ns = h.net_status()
+    check(ns.closed >> b_ & 1, "network status shows it")
+    check(h.poll_attention(0.5) == 0, "...and then no more attention")
+    rst_close(c1)
+    check(h.poll_attention(1.0) == 1, "slot %d reset by its client: one attention byte" % a)
+    r, _ = h.read(a, ha)
+    check(r == L.E_CONNRESET, "read: -6")
+    check(h.poll_attention(0.5) == 0, "the read showed the reset: no further attention")
+    check(h.close_slot(a, ha) == 1 and h.close_slot(b_, hb) in (0, 1), "close both")
+    h.poll_attention(0.3)
+    c2.close()
+    h.close()
+    d.stop()
+
+
+# ---- link.host_timeout -------------------------------------------------------------
+
+def pty_daemon(b, *extra):
+    """A daemon on a pseudo-terminal (serial:), and a host on its other end."""
+    try:
+        master, slave = os.openpty()
+    except OSError as e:
+        raise Skip("no pseudo-terminal: %s" % e)
+    d = Daemon(b, *extra, link="serial:%s,115200" % os.ttyname(slave))
+    os.close(slave)
+    return d, L.LinkHost.fds(master, master), master
+
+
+def case_host_timeout(b):
+    d, h, master = pty_daemon(b, "--host-timeout-ms", "300", "--grace-ms", "500")
+    check(h.null() == 0, "null over the pty")
+    port = free_port()
+    check(h.listen(port) == 0, "listen")
+    e0 = h.net_status().epoch
+    h.poll_attention(0.1)
+    check(wait_for(lambda: "host gone (no request for 300 ms)" in d.log_text()),
+          "a quiet host: gone after 300 ms, logged")
+    c = client(port)
+    check(h.poll_attention(0.4) == 1,
+          "a client arrives while the host counts as gone: the attention byte still goes out")
+    check(wait_for(lambda: "no host for 500 ms" in d.log_text(), 3),
+          "the grace period ends: connections reset, listeners stopped")
+    check(peer_end(c) == "rst", "the client sees a reset")
+    c.close()
+    ns = h.net_status()
+    check(ns.epoch == (e0 + 1) % 256 and ns.in_use == 0,
+          "the host speaks again: network status shows a new epoch (%d -> %d)" % (e0, ns.epoch))
+    check(wait_for(lambda: "host connected (request)" in d.log_text()), "...and it is back")
+    check(refused(port), "the listener was stopped")
+    check(h.listen(port) == 0, "so the host listens again")
+    # Quiet again, nothing open but the listener: the epoch change itself wakes it.
+    n = h.poll_attention(3.0)
+    check(n == 1, "quiet again: at the next grace reset one attention byte (got %d)" % n)
+    ns = h.net_status()
+    check(ns.epoch == (e0 + 2) % 256, "...and network status shows the next epoch")
+    os.close(master)
+    d.stop()
+
+
 # ---- link.pty and link.stdio -------------------------------------------------
 
 def round_trip(h, what):
@@ -538,14 +751,7 @@ def round_trip(h, what):
 
 
 def case_pty(b):
-    try:
-        master, slave = os.openpty()
-    except OSError as e:
-        raise Skip("no pseudo-terminal: %s" % e)
-    name = os.ttyname(slave)
-    d = Daemon(b, link="serial:%s,115200" % name)
-    os.close(slave)
-    h = L.LinkHost.fds(master, master)
+    d, h, master = pty_daemon(b)
     round_trip(h, "pty")
     os.close(master)
     check(wait_for(lambda: "host gone" in d.log_text()), "closing the pty: host gone, logged")
@@ -684,12 +890,7 @@ def case_host_gone(b):
     check(peer_end(up_sock) == "rst", "uploading client sees a reset too")
     check(wait_for(lambda: "no host for 1000 ms: reset 2 connections, stopped 1 listeners"
                    in d.log_text()), "logged: reset 2 connections, stopped 1 listener")
-    try:
-        client(port, timeout=1).close()
-        refused = False
-    except OSError:
-        refused = True
-    check(refused, "the listener is stopped: nothing is accepted without a host")
+    check(refused(port), "the listener is stopped: nothing is accepted without a host")
     h = d.host()
     ns = h.net_status()
     check(ns.in_use == 0 and all(x == 0 for x in ns.handles),

@@ -11,6 +11,12 @@ folder and slotnet-web runs on it with --link: the same expectations hold,
 and the server's /status and the tool's report must show the link's round
 trips.
 
+With --lwip, slotnet-web runs on the lwIP backend (--backend lwip) on the
+TAP and address that tests/lwip/lwip_ns.sh exports (SN_LWIP_TAP,
+SN_LWIP_ADDR), and the load goes to that address from the kernel side of
+the same namespace: the same expectations hold, and /status must say
+backend lwip.
+
 Exit status: 0 pass, 1 fail, 77 skipped (a binary or a server option this
 test needs is missing).
 """
@@ -39,6 +45,8 @@ def start_server(args, sd, log):
         port = free_port()
         cmd = [args.web, "--listen", f"127.0.0.1:{port}", "--slots", "8",
                "--root", args.www, "--sd", sd] + args.server_arg
+        if args.lwip:  # the port on lwIP's own address (its port space is its own)
+            cmd += ["--backend", "lwip", "--tap", args.lwip_tap, "--addr", args.lwip_addr]
         log.seek(0)
         log.truncate()
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
@@ -101,7 +109,19 @@ def main():
     ap.add_argument("--server-arg", action="append", default=[],
                     help="one more slotnet-web option (repeatable)")
     ap.add_argument("--daemon", help="slotnetd binary: run slotnet-web on it with --link")
+    ap.add_argument("--lwip", action="store_true",
+                    help="slotnet-web on the lwIP backend, on the TAP and address in "
+                         "SN_LWIP_TAP and SN_LWIP_ADDR (tests/lwip/lwip_ns.sh sets them)")
     args = ap.parse_args()
+    host = "127.0.0.1"
+    if args.lwip:
+        args.lwip_tap = os.environ.get("SN_LWIP_TAP")
+        args.lwip_addr = os.environ.get("SN_LWIP_ADDR")
+        if not args.lwip_tap or not args.lwip_addr or args.daemon:
+            print("usage: --lwip runs under tests/lwip/lwip_ns.sh (SN_LWIP_TAP, SN_LWIP_ADDR), "
+                  "without --daemon")
+            return 2
+        host = args.lwip_addr.split("/")[0]
 
     for b in (args.web, args.load) + ((args.daemon,) if args.daemon else ()):
         if not os.access(b, os.X_OK):
@@ -113,6 +133,9 @@ def main():
         return 77
     if args.daemon and "--link" not in helptext:
         print("SKIP: slotnet-web has no --link")
+        return 77
+    if args.lwip and "--backend" not in helptext:
+        print("SKIP: slotnet-web has no --backend")
         return 77
 
     fails = []
@@ -146,14 +169,14 @@ def main():
                     daemon.kill()
                     daemon.wait()
                 return 1
-            print(f"# slotnet-web pid {server.pid} on 127.0.0.1:{port}")
+            print(f"# slotnet-web pid {server.pid} on {host}:{port}")
             try:
                 # The tool bounds itself (duration + drain + grace); the
                 # timeout here only guards against a bug in it.
                 limit = args.duration + 60
                 run = subprocess.run(
                     [args.load, "--scenario", args.scenario,
-                     "--target", f"127.0.0.1:{port}", "--duration", str(args.duration),
+                     "--target", f"{host}:{port}", "--duration", str(args.duration),
                      "--json", report],
                     timeout=limit, stdout=subprocess.PIPE, text=True)
                 rc = run.returncode
@@ -218,6 +241,17 @@ def main():
                       link.get("attention", 0) > 0)
                 check(f"/status shows the daemon's {len(st.get('slots', []))} slots",
                       len(st.get("slots", [])) == 8)
+
+            if args.lwip and server.poll() is None:
+                direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+                try:
+                    with direct.open(f"http://{host}:{port}/status", timeout=5) as resp:
+                        st = json.load(resp)
+                except (OSError, ValueError) as e:
+                    st = {}
+                    check(f"/status readable ({e})", False)
+                check(f"/status says backend lwip (got {st.get('backend')})",
+                      st.get("backend") == "lwip")
 
             stop(server, "slotnet-web", check)
             if daemon is not None:

@@ -47,6 +47,7 @@ static void random_frame(uint32_t *s, msg *m, uint16_t max_len)
     f->kind = (rng_next(s) & 1) ? SN_LINK_REQUEST : SN_LINK_REPLY;
     f->command = commands[rng_next(s) % NCMD];
     f->slot = (uint8_t)rng_next(s);
+    f->seq = (uint8_t)(rng_next(s) % (SN_LINK_SEQ_MAX + 1));
     if (f->kind == SN_LINK_REQUEST) {
         f->flags = (uint8_t)(rng_next(s) & 3u);
         f->space = (uint16_t)(rng_next(s) % (SN_LINK_DATA_MAX + 1));
@@ -68,6 +69,7 @@ static void assert_same(const msg *want, const msg *got)
     assert_int_equal(got->f.version, SN_LINK_VERSION);
     assert_int_equal(got->f.command, want->f.command);
     assert_int_equal(got->f.slot, want->f.slot);
+    assert_int_equal(got->f.seq, want->f.seq);
     if (want->f.kind == SN_LINK_REQUEST) {
         assert_int_equal(got->f.flags, want->f.flags);
         assert_int_equal(got->f.space, want->f.space);
@@ -152,6 +154,7 @@ static void test_round_trip_every_command(void **state)
             memset(&m, 0, sizeof m);
             m.f.command = commands[c];
             m.f.slot = (uint8_t)(c * 3 + 1);
+            m.f.seq = (uint8_t)(SN_LINK_SEQ_MAX - c * 5); /* 63 and down: every bit used */
             m.f.len = (uint16_t)(variant == 2 ? 0 : 17 * (c + 1));
             for (unsigned i = 0; i < m.f.len; i++)
                 m.data[i] = (uint8_t)(i * 7 + c);
@@ -173,8 +176,164 @@ static void test_round_trip_every_command(void **state)
             assert_same(&m, &got[0]);
             assert_int_equal(d.frames, 1);
             assert_int_equal(d.garbage, 0);
+            assert_false(got[0].f.rescan);
         }
     }
+}
+
+/* seq: the request flags byte's bits 2..7, the reply's byte 10; the encoder
+ * refuses seq > 63 and request flags outside their 2 bits. */
+static void test_seq_wire(void **state)
+{
+    (void)state;
+    uint8_t b[SN_LINK_FRAME_MAX];
+    sn_link_frame f = {.kind = SN_LINK_REQUEST, .command = SN_LINK_CMD_WRITE, .slot = 1,
+                       .flags = SN_LINK_F_PUSH, .seq = 45};
+    assert_int_equal(sn_link_encode(&f, b, sizeof b), 18);
+    assert_int_equal(b[2 + 3], (45 << 2) | SN_LINK_F_PUSH);
+    sn_link_decoder d;
+    sn_link_dec_init(&d, SN_LINK_REQUEST | SN_LINK_REPLY);
+    size_t used;
+    sn_link_frame g;
+    assert_int_equal(sn_link_dec_feed(&d, b, 18, &used, &g), 1);
+    assert_int_equal(g.seq, 45);
+    assert_int_equal(g.flags, SN_LINK_F_PUSH);
+
+    sn_link_frame r = {.kind = SN_LINK_REPLY, .command = SN_LINK_CMD_READ, .slot = 1, .seq = 63};
+    assert_int_equal(sn_link_encode(&r, b, sizeof b), 18);
+    assert_int_equal(b[2 + 10], 63);
+    assert_int_equal(b[2 + 11], 0);
+    assert_int_equal(sn_link_dec_feed(&d, b, 18, &used, &g), 1);
+    assert_int_equal(g.seq, 63);
+
+    f.seq = 64;
+    assert_int_equal(sn_link_encode(&f, b, sizeof b), SN_LINK_E_PARAM);
+    r.seq = 0xFF;
+    assert_int_equal(sn_link_encode(&r, b, sizeof b), SN_LINK_E_PARAM);
+    f.seq = 1;
+    for (unsigned fl = 4; fl < 256; fl <<= 1) {
+        f.flags = (uint8_t)fl;
+        assert_int_equal(sn_link_encode(&f, b, sizeof b), SN_LINK_E_PARAM);
+    }
+    /* A reply's flags field is not on the wire: ignored. */
+    r.seq = 0;
+    r.flags = 0xFF;
+    assert_int_equal(sn_link_encode(&r, b, sizeof b), 18);
+}
+
+/* Attention bytes are counted wherever they are skipped: between frames,
+ * and inside a rejected candidate's bytes rescanned after it. */
+static void test_attention_counter(void **state)
+{
+    (void)state;
+    uint8_t b[256];
+    size_t n = 0;
+    sn_link_frame f = {.kind = SN_LINK_REPLY, .command = SN_LINK_CMD_NULL, .slot = 0xFF};
+    b[n++] = SN_LINK_ATTENTION;
+    b[n++] = 'x';
+    n += (size_t)sn_link_encode(&f, b + n, sizeof b - n);
+    b[n++] = SN_LINK_ATTENTION;
+    /* A false start whose header claims 20 data bytes, holding two more
+     * attention bytes, cut short by a good frame: a CRC failure, rescanned. */
+    size_t bad = n;
+    uint8_t data[20];
+    memset(data, SN_LINK_ATTENTION, sizeof data);
+    data[0] = 'y';
+    sn_link_frame fs = {.kind = SN_LINK_REPLY, .command = SN_LINK_CMD_READ, .len = 20,
+                        .data = data};
+    n += (size_t)sn_link_encode(&fs, b + n, sizeof b - n);
+    b[bad + 14 + 20] ^= 0xFF; /* its CRC */
+    n += (size_t)sn_link_encode(&f, b + n, sizeof b - n);
+    sn_link_decoder d;
+    sn_link_dec_init(&d, SN_LINK_REPLY);
+    size_t frames = 0, errors = 0, pos = 0;
+    for (;;) {
+        size_t used;
+        sn_link_frame g;
+        int r = sn_link_dec_feed(&d, b + pos, n - pos, &used, &g);
+        pos += used;
+        if (r == 0)
+            break;
+        if (r == 1)
+            frames++;
+        else
+            errors++;
+    }
+    assert_int_equal(frames, 2);
+    assert_int_equal(errors, 1);
+    assert_int_equal(d.attention, 2 + 19);
+    assert_int_equal(d.garbage, 2 + 1 + (18 + 20) + 0);
+}
+
+/* frame.rescan: false at the start, right after a good frame and at the
+ * first byte after a flush; true after skipped bytes and inside a rejected
+ * candidate's bytes (a payload's A5 3C 02 is noise there). */
+static void test_rescan_flag(void **state)
+{
+    (void)state;
+    uint8_t b[512];
+    uint8_t payload[12] = {'a', 'b', SN_LINK_SYNC0, SN_LINK_SYNC_REQ, 2, 0, 0, 0, 0, 0, 0, 0};
+    sn_link_frame w = {.kind = SN_LINK_REQUEST, .command = SN_LINK_CMD_WRITE, .slot = 0,
+                       .len = sizeof payload, .data = payload, .seq = 3};
+    sn_link_frame nul = {.kind = SN_LINK_REQUEST, .command = SN_LINK_CMD_NULL, .slot = 0xFF};
+    sn_link_decoder d;
+    sn_link_dec_init(&d, SN_LINK_REQUEST);
+    size_t used;
+    sn_link_frame g;
+
+    /* Two good frames back to back: both clean. */
+    size_t n = (size_t)sn_link_encode(&nul, b, sizeof b);
+    n += (size_t)sn_link_encode(&w, b + n, sizeof b - n);
+    assert_int_equal(sn_link_dec_feed(&d, b, n, &used, &g), 1);
+    assert_false(g.rescan);
+    assert_int_equal(sn_link_dec_feed(&d, b + used, n - used, &used, &g), 1);
+    assert_false(g.rescan);
+
+    /* The write with a data bit flipped: CRC error (clean: it began after a
+     * good frame), then the payload's version 2 found in the rescan. */
+    n = (size_t)sn_link_encode(&w, b, sizeof b);
+    b[14 + 8] ^= 0x10;
+    size_t pos = 0;
+    assert_int_equal(sn_link_dec_feed(&d, b, n, &used, &g), SN_LINK_E_CRC);
+    assert_false(g.rescan);
+    pos += used;
+    assert_int_equal(sn_link_dec_feed(&d, b + pos, n - pos, &used, &g), SN_LINK_E_VERSION);
+    assert_true(g.rescan);
+    assert_int_equal(g.version, 2);
+    pos += used;
+    assert_int_equal(sn_link_dec_feed(&d, b + pos, n - pos, &used, &g), 0);
+    /* After noise, a foreign version at a frame's start is noise too... */
+    uint8_t v2[18];
+    memcpy(v2, b, 3);
+    v2[2] = 2;
+    assert_int_equal(sn_link_dec_feed(&d, v2, 3, &used, &g), SN_LINK_E_VERSION);
+    assert_true(g.rescan);
+    /* ...until the link was silent (flush) or a good frame came. */
+    assert_int_equal(sn_link_dec_flush(&d), 0);
+    assert_int_equal(sn_link_dec_feed(&d, v2, 3, &used, &g), SN_LINK_E_VERSION);
+    assert_false(g.rescan);
+    n = (size_t)sn_link_encode(&nul, b, sizeof b);
+    assert_int_equal(sn_link_dec_feed(&d, b, n, &used, &g), 1);
+    assert_true(g.rescan); /* behind the rejected candidate's bytes */
+    const uint8_t z = 'z';
+    assert_int_equal(sn_link_dec_feed(&d, &z, 1, &used, &g), 0);
+    assert_int_equal(sn_link_dec_feed(&d, v2, 3, &used, &g), SN_LINK_E_VERSION);
+    assert_true(g.rescan); /* 'z' was skipped before it */
+    assert_int_equal(sn_link_dec_feed(&d, b, n, &used, &g), 1);
+    assert_int_equal(sn_link_dec_feed(&d, v2, 3, &used, &g), SN_LINK_E_VERSION);
+    assert_false(g.rescan); /* right after a good frame */
+
+    /* A partial frame flushed: the bytes it held are rescanned (noise), the
+     * first byte after the silence is clean. */
+    sn_link_dec_init(&d, SN_LINK_REQUEST);
+    n = (size_t)sn_link_encode(&w, b, sizeof b);
+    assert_int_equal(sn_link_dec_feed(&d, b, n - 5, &used, &g), 0);
+    assert_int_equal(sn_link_dec_flush(&d), SN_LINK_E_TRUNCATED);
+    assert_int_equal(sn_link_dec_feed(&d, NULL, 0, &used, &g), SN_LINK_E_VERSION);
+    assert_true(g.rescan);
+    assert_int_equal(sn_link_dec_feed(&d, NULL, 0, &used, &g), 0);
+    assert_int_equal(sn_link_dec_feed(&d, v2, 3, &used, &g), SN_LINK_E_VERSION);
+    assert_false(g.rescan);
 }
 
 /* Header layout as documented: little-endian, fields at fixed offsets. */
@@ -276,6 +435,26 @@ static void test_garbage_resync(void **state)
         sn_link_dec_init(&d, SN_LINK_REQUEST | SN_LINK_REPLY);
         uint32_t cs = seed;
         size_t n = drive(&d, stream, len, &cs, got, 128);
+        /* The end of the stream is a silence: a false start near it that
+         * announced more data than followed is dropped after the gap, and
+         * the frames it held are found in its bytes. */
+        while (sn_link_dec_partial(&d)) {
+            assert_int_equal(sn_link_dec_flush(&d), SN_LINK_E_TRUNCATED);
+            for (;;) {
+                size_t used;
+                sn_link_frame f;
+                int rc = sn_link_dec_feed(&d, NULL, 0, &used, &f);
+                if (rc == 0)
+                    break;
+                assert_true(n < 128);
+                got[n].rc = rc;
+                got[n].f = f;
+                if (rc == 1)
+                    memcpy(got[n].data, f.data, f.len);
+                got[n].f.data = got[n].data;
+                n++;
+            }
+        }
         /* A false start may be reported as an error, never at a frame's cost. */
         size_t j = 0;
         for (size_t i = 0; i < n; i++) {
@@ -523,7 +702,7 @@ static void test_payloads(void **state)
     assert_int_equal(sn_link_status_decode(sb, sizeof sb, &st2), 0);
     assert_int_equal(st2.state, SN_ALLOCATED);
 
-    sn_link_net_status ns = {.slots = 3, .data_max = SN_LINK_DATA_MAX, .in_use = 0x0007u,
+    sn_link_net_status ns = {.slots = 3, .epoch = 0xC7, .data_max = SN_LINK_DATA_MAX, .in_use = 0x0007u,
                              .connected = 0x0003u, .closed = 0x0004u, .readable = 0x0001u,
                              .writable = 0x0002u, .aborted = 0x0004u, .backlog_now = 3,
                              .backlog_peak = 9, .handle = {0x101u, 0xFFFFFF01u, 0x2202u}},
@@ -533,6 +712,8 @@ static void test_payloads(void **state)
     assert_int_equal(nlen, 20 + 3 * 4);
     assert_int_equal(sn_link_net_status_decode(nb, nlen, &ns2), 0);
     assert_int_equal(ns2.slots, ns.slots);
+    assert_int_equal(nb[1], 0xC7); /* byte 1: the epoch */
+    assert_int_equal(ns2.epoch, ns.epoch);
     assert_int_equal(ns2.data_max, ns.data_max);
     assert_int_equal(ns2.in_use, ns.in_use);
     assert_int_equal(ns2.connected, ns.connected);
@@ -576,6 +757,9 @@ int main(void)
         cmocka_unit_test(test_crc32_is_zlibs),
         cmocka_unit_test(test_round_trip_every_command),
         cmocka_unit_test(test_wire_layout),
+        cmocka_unit_test(test_seq_wire),
+        cmocka_unit_test(test_attention_counter),
+        cmocka_unit_test(test_rescan_flag),
         cmocka_unit_test(test_byte_at_a_time),
         cmocka_unit_test(test_random_chunks),
         cmocka_unit_test(test_garbage_resync),

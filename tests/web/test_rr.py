@@ -1357,7 +1357,7 @@ def case_options(b, w):
                          ("--sd", "default sd"), ("--upload-max", "default 1073741824"),
                          ("--password", "Default: none"),
                          ("--session-timeout-ms", "default 8000"),
-                         ("--header-timeout-ms", "default 5000"), ("--poll", "poll()")):
+                         ("--header-timeout-ms", "default 5000"), ("--poll", "poll()"), ("--backend", "default posix")):
         i = out.stdout.find(opt + " ")
         check(i >= 0 and default in out.stdout[i:i + 400], "--help: %s with %r" % (opt, default))
     tmp = tempfile.mkdtemp(prefix="rr-opt-")
@@ -1403,7 +1403,7 @@ def case_status(b, w):
 
 
 def case_reserved(b, w):
-    """Names the server keeps for itself: an upload or a move may not name
+    """Names the server keeps for itself: an upload, a move or a mkdir may not name
     another upload's temp file ("*.part"), and paths go at most 16 folders
     deep, so no request can make the loop walk thousands of levels."""
     srv = Server(b, w)
@@ -1415,6 +1415,12 @@ def case_reserved(b, w):
         check(json.loads(body) == {"err": 0}, "a normal upload still works")
         r = srv.json("rr_move", old="0:/gcodes/a.g", new="0:/gcodes/b.g.part", deleteexisting="yes")
         check(r["err"] == 1 and os.path.exists(srv.path("gcodes", "a.g")), "move onto a .part: err 1")
+        # found by fuzz_http: a folder named like a temp file blocked its upload for good
+        r = srv.json("rr_mkdir", dir="0:/gcodes/x.g.part")
+        check(r["err"] == 1 and not os.path.exists(srv.path("gcodes", "x.g.part")),
+              "mkdir of a .part name: err 1")
+        st, body = srv.upload("0:/gcodes/x.g", b"G1 X1\n")
+        check(json.loads(body) == {"err": 0}, "so the upload it would have blocked lands")
         deep16 = "0:/" + "/".join(["d"] * 15) + "/x.g"
         deep17 = "0:/" + "/".join(["d"] * 16) + "/x.g"
         st, body = srv.upload(deep16, b"x")
