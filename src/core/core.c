@@ -273,6 +273,7 @@ static void assign(sn_core *core, sn_slot *s, unsigned li, const sn_pending *p)
     s->protocol = l->protocol;
     s->idle_ms = l->idle_ms;
     s->t_active = core->now;
+    s->t_mark = SN_TX_UNSEEN;
     s->flags = 0;
     s->last_error = 0;
     set_state(core, s, SN_CONNECTED);
@@ -477,6 +478,7 @@ static void poll_connecting(sn_core *core, sn_slot *s)
         attempt_failed(core, s, st.error < 0 ? st.error : SN_ECONNREFUSED);
     } else if (st.flags & SN_BF_CONNECTED) {
         s->t_active = core->now;
+        s->t_mark = SN_TX_UNSEEN;
         s->attempt = 0;
         s->last_error = 0;
         core->stats.connects++;
@@ -530,6 +532,20 @@ static void poll_open(sn_core *core, sn_slot *s)
     }
     if ((s->state == SN_CONNECTED || s->state == SN_OTHER_END_CLOSED) && s->idle_ms != 0 &&
         sn_time_reached(core->now, s->t_active + s->idle_ms)) {
+        /* Not idle while the peer still takes what was written: on a slow
+         * link a full send buffer drains for longer than idle_ms without
+         * the owner writing. Progress is less queued than at the previous
+         * deadline, so a peer that stopped acknowledging goes at the next. */
+        uint32_t unsent = 0, unacked = 0;
+        if (!(s->flags & SN_SF_RESET) &&
+            OPS(core)->tx_queued(CTX(core), s->ch, &unsent, &unacked) == SN_OK) {
+            uint32_t q = unsent + unacked;
+            if (q > 0 && q < s->t_mark) {
+                s->t_mark = q;
+                s->t_active = core->now;
+                return;
+            }
+        }
         core->stats.idle_timeouts++;
         slot_free_event(core, s, true, SN_FREED_IDLE);
     }
@@ -722,6 +738,7 @@ int sn_read(sn_core *core, sn_id id, void *buf, size_t len)
     int rc = OPS(core)->recv(CTX(core), s->ch, buf, len);
     if (rc > 0) {
         s->t_active = core->now;
+        s->t_mark = SN_TX_UNSEEN;
         return rc;
     }
     switch (rc) {
@@ -790,8 +807,10 @@ int sn_write(sn_core *core, sn_id id, const void *buf, size_t len, unsigned flag
         slot_abort_internal(core, s, rc);
         return rc;
     }
-    if (rc > 0)
+    if (rc > 0) {
         s->t_active = core->now;
+        s->t_mark = SN_TX_UNSEEN;
+    }
     if ((size_t)rc < len) {
         s->flags |= SN_SF_WANT_WRITE;
         core->stats.write_retryable++;

@@ -22,7 +22,9 @@ typedef struct sn_slot {
     void *ch;          /* backend handle, NULL when none */
     uint32_t gen;      /* generation, 1..2^24-1 */
     uint32_t t_mark;   /* ALLOCATED: retry due; CONNECTING: attempt start;
-                          CLOSE_PENDING: close start */
+                          CLOSE_PENDING: close start; CONNECTED and
+                          OTHER_END_CLOSED: bytes queued at the last idle
+                          deadline (SN_TX_UNSEEN after I/O), not a time */
     uint32_t t_active; /* last I/O, for the idle timeout */
     uint32_t idle_ms;
     sn_endpoint local;
@@ -34,6 +36,8 @@ typedef struct sn_slot {
     uint8_t flags;
     uint8_t attempt; /* failed connect attempts so far */
 } sn_slot;
+
+#define SN_TX_UNSEEN UINT32_MAX
 
 typedef struct sn_listener {
     void *lh;

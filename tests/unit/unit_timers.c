@@ -29,6 +29,44 @@ static void test_idle_timeout(void **state)
     th_free(&h);
 }
 
+/* A slow reader is not idle: while the peer keeps taking what was written,
+ * the idle timer waits, although the owner writes nothing (a full send
+ * buffer on a 2G link drains for longer than idle_ms). A peer that stops
+ * taking data is dropped at the next deadline. */
+static void test_idle_not_while_draining(void **state)
+{
+    (void)state;
+    th h;
+    th_init(&h, NULL, NULL);
+    sn_endpoint ep = th_listen(&h, 80, 4, 300);
+    sn_id id;
+    sn_sim_peer p = th_client(&h, &ep, SN_SIM_PEER_MANUAL, &id);
+    static uint8_t big[256 * 1024];
+    /* Fill the peer's window and our send buffer: the owner then waits. */
+    int stuck = 0;
+    for (int i = 0; i < 200 && stuck < 10; i++) {
+        stuck = sn_write(h.core, id, big, sizeof big, SN_WRITE_PUSH) > 0 ? 0 : stuck + 1;
+        th_run(&h, 20);
+    }
+    assert_int_equal(stuck, 10);
+    sn_slot_status ss;
+    assert_int_equal(sn_slot_status_get(h.core, sn_id_index(id), &ss), SN_OK);
+    assert_true(ss.unsent + ss.unacked > 0); /* sn_slot_status reports what waits */
+    uint8_t buf[256]; /* 20 x 256 bytes: less than the send buffer holds */
+    for (int i = 0; i < 20; i++) { /* 4 s of a slow reader: 13 idle periods */
+        th_run(&h, 200);
+        assert_true(sn_sim_peer_read(h.sim, p, buf, sizeof buf) > 0);
+        assert_int_equal(th_state(&h, id), SN_CONNECTED);
+    }
+    assert_int_equal(sn_stats_get(h.core)->idle_timeouts, 0);
+    uint32_t t1 = th_now(&h);
+    th_run_until(&h, 2000, th_pred_free, &id); /* the reader stops */
+    assert_true(th_now(&h) - t1 <= 2 * 300 + 20);
+    assert_int_equal(th_last(&h, SN_EV_FREED)->info, SN_FREED_IDLE);
+    assert_int_equal(sn_stats_get(h.core)->idle_timeouts, 1);
+    th_free(&h);
+}
+
 /* An owner that never closes an other-end-closed slot does not leak it. */
 static void test_idle_reclaims_other_end_closed(void **state)
 {
@@ -119,6 +157,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_idle_timeout),
         cmocka_unit_test(test_idle_reclaims_other_end_closed),
+        cmocka_unit_test(test_idle_not_while_draining),
         cmocka_unit_test(test_next_timeout),
         cmocka_unit_test(test_handlers_may_change_the_table),
     };
