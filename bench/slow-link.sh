@@ -34,7 +34,13 @@ for sc in $scenarios; do
     tag="$sc-$be"
     echo "== $tag (scale $scale) ==" >&2
     s=""
-    [ "$sc" = seed-slow ] && s="--scale $scale"
+    # The target: served within 1.2x the bound at full size (scenario's
+    # max_served_ratio, enforced here too); a smaller SCALE gets
+    # run_slow.py's looser CI limit (fixed round trips dominate there).
+    if [ "$sc" = seed-slow ]; then
+      s="--scale $scale"
+      [ "$scale" = 1 ] && s="$s --ratio-limit 1.2"
+    fi
     # shellcheck disable=SC2086
     nice -n 10 python3 "$here/tests/slow/run_slow.py" --scenario "$here/scenarios/$sc.json" \
       --backend "$be" --web "$bin/slotnet-web" --load "$bin/slotnet-load" \

@@ -235,9 +235,11 @@ uint32_t sn_next_timeout(const sn_core *core, uint32_t now_ms, uint32_t max_ms);
 /*
  * Listen on local (addr 0 = any). A connection counts against max_conns while
  * connected, other-end-closed or close-pending. idle_ms = 0 means no idle
- * timeout. Calling again for the same port updates protocol, limit and idle
- * time; max_conns = 0 stops the listener (its waiting connections are reset,
- * its live ones run on).
+ * timeout. Idle: nothing read or written for idle_ms, and the peer no longer
+ * taking what is queued (no less queued than at the previous deadline).
+ * Calling again for the same port updates protocol, limit and idle time;
+ * max_conns = 0 stops the listener (its waiting connections are reset, its
+ * live ones run on).
  */
 int sn_listen(sn_core *core, const sn_endpoint *local, uint8_t protocol, uint8_t max_conns,
               uint32_t idle_ms);

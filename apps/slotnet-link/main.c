@@ -180,7 +180,9 @@ static int receive(int i)
 {
     struct sl_dir *d = &g.dir[i];
     for (int k = 0; k < RX_BATCH; k++) {
-        struct sl_frame *f = sl_pool_get(&g.pool);
+        /* Each direction holds half the pool at most: one direction's
+         * backlog must not starve the other (its ACKs) of buffers. */
+        struct sl_frame *f = d->queued < g.pool.size / 2 ? sl_pool_get(&g.pool) : NULL;
         unsigned char *buf = f ? f->data : g.scratch;
         unsigned flags;
         bool skipped;
@@ -251,7 +253,7 @@ static void usage(FILE *o)
             "  --blackhole DIR@MS[-MS]  drop DIR from MS after start (until MS); repeatable\n"
             "  --usr1 DIR            SIGUSR1 toggles a blackhole on DIR (default both)\n"
             "  --seed N              seed of loss and jitter (default: time; printed)\n"
-            "  --pool N              frame buffers (default 4096)\n"
+            "  --pool N              frame buffers (default 4096; each direction holds half at most)\n"
             "  --txcsum-off IF[@NETNS]  turn tx checksumming off there (ethtool -K IF tx off)\n"
             "  --stats-ms MS         print statistics every MS too (0 = only on SIGUSR2 and exit)\n"
             "  --duration MS         stop after MS\n"
@@ -433,6 +435,17 @@ int main(int argc, char **argv)
         }
         if (bad) {
             fprintf(stderr, "slotnet-link: bad value for %s: %s\n", o, v);
+            return 2;
+        }
+    }
+    for (int d = 0; d < 2; d++) {
+        if (par[d].queue_bytes && !par[d].rate) {
+            /* The queue is the bytes waiting for the line: without a line
+             * rate nothing waits, so a limit would silently do nothing. */
+            fprintf(stderr,
+                    "slotnet-link: --queue %" PRIu32 " on %s needs a line rate (--rate); "
+                    "set --rate or --queue 0\n",
+                    par[d].queue_bytes, d == 0 ? "a2b" : "b2a");
             return 2;
         }
     }

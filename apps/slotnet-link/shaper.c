@@ -10,6 +10,9 @@
  *
  * so one FIFO per direction is enough, and the bytes waiting for the line
  * are (line_free - now) * rate: the queue limit needs no bookkeeping.
+ * Without a rate nothing waits for the line, so a queue limit would do
+ * nothing: main.c refuses --queue without --rate. The pool is shared;
+ * main.c lets each direction hold half of it at most.
  */
 #include <stdlib.h>
 

@@ -78,3 +78,39 @@ void body_fill(const struct body_gen *b, uint64_t off, uint8_t *dst, size_t len)
     if (len > 0)
         stream_fill(b->seed, off - BODY_TAG, dst, len);
 }
+
+uint64_t asset_seed(unsigned group, unsigned asset)
+{
+    return group * 1000u + asset;
+}
+
+void asset_gen_init(struct asset_gen *g, uint64_t seed)
+{
+    g->x = seed * 0x9e3779b97f4a7c15ull + 0x1234567u;
+}
+
+void asset_gen_fill(struct asset_gen *g, uint8_t *dst, size_t len)
+{
+    for (size_t i = 0; i < len; i += 8) {
+        g->x ^= g->x >> 12;
+        g->x ^= g->x << 25;
+        g->x ^= g->x >> 27;
+        uint64_t v = g->x * 0x2545f4914f6cdd1dull;
+        memcpy(dst + i, &v, len - i < 8 ? len - i : 8);
+    }
+}
+
+uint32_t asset_crc(uint64_t seed, uint64_t size)
+{
+    static uint8_t buf[65536];
+    struct asset_gen g;
+    asset_gen_init(&g, seed);
+    uint32_t crc = crc_update(0, NULL, 0);
+    for (uint64_t left = size; left > 0;) {
+        size_t n = left < sizeof buf ? (size_t)left : sizeof buf;
+        asset_gen_fill(&g, buf, n);
+        crc = crc_update(crc, buf, n);
+        left -= n;
+    }
+    return crc;
+}

@@ -278,6 +278,35 @@ static int take_asset(struct actor *a)
     return a->asset = (int)b->next++;
 }
 
+/* One request and its reply that had to cross (for the bound). */
+static void need_msg(struct load *L, uint64_t up, uint64_t down)
+{
+    struct wire *w = &L->needed;
+    w->bytes[0] += up;
+    w->bytes[1] += down;
+    w->segs[0] += wire_segs(&L->net, up);
+    w->segs[1] += wire_segs(&L->net, down);
+}
+
+/* The needed bytes at this moment: an upload or its check in flight counts
+ * what it has moved (its attempt is the one that has to cross). */
+static void needed_now(const struct load *L, struct wire *w)
+{
+    *w = L->needed;
+    for (uint32_t i = 1; i < L->nactors; i++) {
+        const struct actor *a = &L->actors[i];
+        const struct conn *c = &a->c;
+        if (a->g->type != G_UPLOADER || a->st != A_BUSY ||
+            (a->cur != R_UPLOAD && a->cur != R_DOWNLOAD) || c->st == CS_CLOSED)
+            continue;
+        uint64_t up = c->req_off + c->body_off, down = c->msg_done ? 0 : c->rx_msg;
+        w->bytes[0] += up;
+        w->bytes[1] += down;
+        w->segs[0] += wire_segs(&L->net, up);
+        w->segs[1] += wire_segs(&L->net, down);
+    }
+}
+
 static void browser_got(struct load *L, struct actor *a, uint64_t now)
 {
     struct browser *b = a->br;
@@ -301,6 +330,7 @@ static void browser_got(struct load *L, struct actor *a, uint64_t now)
         if (L->served == L->nbrowsers) {
             L->all_served_at = now;
             load_wire_now(L, &L->wire_at_served);
+            needed_now(L, &L->needed_at_served);
         }
     }
 }
@@ -456,6 +486,7 @@ static void start_next(struct load *L, struct actor *a, uint64_t now)
         if (k == 0 && a->tries == 0)
             a->br->t_start = now;
         a->cur = R_PATH;
+        a->c.crc_on = true; /* checked against the file --write-assets wrote */
         send_built(L, a, build(L, a, "GET", g->assets[k].path, 0, false), NULL, 0, now);
         return;
     }
@@ -553,9 +584,15 @@ static void on_reply(struct load *L, struct actor *a, uint64_t now)
         ok = is2xx;
         if (ok && g->type == G_BROWSER) {
             ok = st == 200 && c->rx_body == scaled_size(L->sc, g->assets[a->asset].size);
+            if (ok && c->rx_crc != L->asset_crc[a->gs - L->gs][a->asset]) {
+                ok = false; /* the right size, not the file's bytes */
+                a->gs->content_bad++;
+            }
             fk = st == 200 ? F_REPLY : F_STATUS;
-            if (ok)
+            if (ok) {
+                need_msg(L, c->req_len, c->rx_last);
                 browser_got(L, a, now);
+            }
         }
         if (ok && g->check_json && !c->cap_over) {
             cJSON *j = reply_json(c);
@@ -568,6 +605,7 @@ static void on_reply(struct load *L, struct actor *a, uint64_t now)
         ok = st == 200 && err_zero(c, NULL);
         fk = st == 200 ? F_REPLY : F_STATUS;
         if (ok) {
+            need_msg(L, c->req_len + c->body_len, c->rx_last);
             a->gs->up_ok++;
             a->gs->up_bytes += a->body.size;
             a->gs->up_us += lat;
@@ -583,6 +621,7 @@ static void on_reply(struct load *L, struct actor *a, uint64_t now)
         ok = st == 200 && c->rx_body == a->body.size && c->rx_crc == a->up_crc;
         fk = st == 200 ? F_REPLY : F_STATUS;
         if (ok) {
+            need_msg(L, c->req_len, c->rx_last);
             a->gs->up_verified++;
             a->gs->down_bytes += c->rx_body;
             a->gs->down_us += lat;
@@ -1072,6 +1111,12 @@ bool load_init(struct load *L, const struct scenario *sc)
         if (g->type == G_UPLOADER && up_size > BODY_TAG)
             stream_crc = body_stream_crc(seed, up_size - BODY_TAG);
         unsigned per = g->type == G_BROWSER ? g->parallel : 1;
+        for (unsigned k = 0; g->type == G_BROWSER && k < g->nassets; k++)
+            L->asset_crc[gi][k] = asset_crc(asset_seed(gi, k), scaled_size(sc, g->assets[k].size));
+        if (g->type == G_BROWSER)
+            L->needed.conns += (uint64_t)g->count * (per < g->nassets ? per : g->nassets);
+        if (g->type == G_UPLOADER)
+            L->needed.conns += g->count;
         for (unsigned k = 0; k < g->count * per; k++, idx++) {
             struct actor *a = &L->actors[idx];
             a->idx = idx;
@@ -1081,7 +1126,7 @@ bool load_init(struct load *L, const struct scenario *sc)
             a->deadline = NO_TIMER;
             a->st = A_WAIT;
             a->asset = -1;
-            /* Browsers and the blackhole client check sizes, not bodies. */
+            /* Browsers check bodies by CRC (crc_on), the blackhole client not at all: no capture. */
             bool cap = g->type != G_SLOWLORIS && g->type != G_BROWSER && g->type != G_BLACKHOLE;
             conn_init(&a->c, idx, &L->gs[gi], cap ? L->caps + (size_t)idx * CAP_SIZE : NULL,
                       CAP_SIZE);

@@ -107,6 +107,13 @@ struct load {
     unsigned nbrowsers, served;
     uint64_t all_served_at; /* 0: not yet */
     struct wire wire_at_served;
+    /* What had to be moved: each browser asset's successful request and
+     * reply, the upload and its check (the in-flight attempt counted as it
+     * stands), one connection per browser connection needed and per
+     * uploader; no closes. Snapshot at all served. */
+    struct wire needed, needed_at_served;
+    /* CRC-32 of each browser asset as --write-assets writes it */
+    uint32_t asset_crc[MAX_GROUPS][MAX_ASSETS];
     /* blackhole */
     struct blackhole bh;
     pid_t bh_pid;  /* --blackhole-pid: SIGUSR1 there cuts the client's link */

@@ -185,6 +185,7 @@ static void rx_done(struct net *n, struct conn *c)
 {
     if (c->count_wire && c->rx_msg)
         n->wire.segs[1] += wire_segs(n, c->rx_msg);
+    c->rx_last = c->rx_msg;
     c->rx_msg = 0;
 }
 

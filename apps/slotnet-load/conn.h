@@ -26,6 +26,18 @@ void body_set_tag(struct body_gen *b, uint32_t client, uint64_t upload);
 uint32_t body_crc(const struct body_gen *b);
 void body_fill(const struct body_gen *b, uint64_t off, uint8_t *dst, size_t len);
 
+/* The files --write-assets writes (xorshift64*, seeded by the group and
+ * asset): the generator, as a stream, and the CRC-32 of a file's bytes,
+ * which the browsers check each reply's body against. */
+struct asset_gen {
+    uint64_t x;
+};
+void asset_gen_init(struct asset_gen *g, uint64_t seed);
+/* The next len bytes; len a multiple of 8 except at the file's end. */
+void asset_gen_fill(struct asset_gen *g, uint8_t *dst, size_t len);
+uint32_t asset_crc(uint64_t seed, uint64_t size);
+uint64_t asset_seed(unsigned group, unsigned asset); /* 999: the blackhole reply */
+
 /* What the loop shares with every connection. */
 struct net {
     int ep;
@@ -76,6 +88,7 @@ struct conn {
     unsigned status;
     bool headers_done, msg_done, keep_alive, any_rx, reused;
     uint64_t rx_body;
+    uint64_t rx_last;   /* bytes of the last finished reply (headers included) */
     bool crc_on;
     uint32_t rx_crc;
     char *cap; /* captured body (for JSON), cap_max bytes, the owner's */

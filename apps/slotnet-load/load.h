@@ -203,6 +203,7 @@ struct gstats {
     uint64_t skipped;
     /* browser */
     uint64_t served, retries, gave_up;
+    uint64_t content_bad; /* browser replies of the right size, wrong bytes */
 };
 
 /* Bytes the tool moved, for the bound: [0] up (sent), [1] down (received). */
@@ -294,6 +295,7 @@ struct result {
     double all_served_s; /* < 0: not all served */
     double *served_s;    /* per browser, < 0 not served */
     struct wire wire_at_served; /* what had crossed when the last was served */
+    struct wire needed_at_served; /* what had to cross by then (the bound's) */
     struct wire wire_total;
     /* blackhole */
     bool bh_present, bh_cut, bh_reset_seen, bh_timeout_counted;
@@ -317,8 +319,11 @@ struct result {
  * no byte can avoid. valid false without a link rate or with a browser unserved. */
 struct page_bound {
     bool valid;
-    double wire[2];   /* bytes on the wire, [0] up, [1] down */
+    double wire[2];   /* bytes that had to cross, [0] up, [1] down */
     double http[2];   /* of which HTTP bytes */
+    double moved[2];  /* bytes that did cross (counted as wire) */
+    double waste[2];  /* moved - wire: failed attempts, refused retries, extra conns */
+    double waste_conns; /* connections made beyond those needed */
     double line_s;    /* the busier direction's bytes / rate */
     double rtt_s;     /* 2 x delay */
     unsigned rtts;    /* round trips added: handshake and request */

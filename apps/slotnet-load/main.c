@@ -380,19 +380,15 @@ static bool write_file(const char *dir, const char *path, uint64_t size, uint64_
         fprintf(stderr, PROG ": %s: %s\n", name, strerror(errno));
         return false;
     }
-    /* Incompressible and deterministic: xorshift64*. */
-    uint64_t x = seed * 0x9e3779b97f4a7c15ull + 0x1234567u;
+    /* Incompressible and deterministic: xorshift64* (body.c; the browsers
+     * check each body's CRC against the same stream). */
+    struct asset_gen gen;
+    asset_gen_init(&gen, seed);
     static uint8_t buf[65536];
     bool ok = true;
     for (uint64_t left = size; left > 0 && ok;) {
         size_t n = left < sizeof buf ? (size_t)left : sizeof buf;
-        for (size_t i = 0; i < n; i += 8) {
-            x ^= x >> 12;
-            x ^= x << 25;
-            x ^= x >> 27;
-            uint64_t v = x * 0x2545f4914f6cdd1dull;
-            memcpy(buf + i, &v, n - i < 8 ? n - i : 8);
-        }
+        asset_gen_fill(&gen, buf, n);
         ok = fwrite(buf, 1, n, f) == n;
         left -= n;
     }
@@ -412,13 +408,13 @@ static int write_assets(const struct scenario *sc, const char *dir)
         const struct group_cfg *gc = &sc->groups[g];
         for (unsigned k = 0; gc->type == G_BROWSER && k < gc->nassets; k++) {
             uint64_t size = scaled_size(sc, gc->assets[k].size);
-            if (!write_file(dir, gc->assets[k].path, size, g * 1000u + k))
+            if (!write_file(dir, gc->assets[k].path, size, asset_seed(g, k)))
                 return EXIT_ERROR;
             n++;
             bytes += size;
         }
         if (gc->type == G_BLACKHOLE) {
-            if (!write_file(dir, gc->paths[0], gc->size, g * 1000u + 999u))
+            if (!write_file(dir, gc->paths[0], gc->size, asset_seed(g, 999u)))
                 return EXIT_ERROR;
             n++;
             bytes += gc->size;
@@ -553,6 +549,7 @@ static void sum_stats(struct result *r, const struct load *L)
         t->served += g->served;
         t->retries += g->retries;
         t->gave_up += g->gave_up;
+        t->content_bad += g->content_bad;
         if (L->sc->groups[i].type == G_POLLER)
             r->failed_polls += g->failed;
     }
@@ -569,6 +566,7 @@ static void fill_pages(struct result *r, struct load *L)
         r->served_s[i] = L->browsers[i].t_served ? (double)(L->browsers[i].t_served - L->t0) / 1e6
                                                  : -1;
     r->wire_at_served = L->wire_at_served;
+    r->needed_at_served = L->needed_at_served;
     load_wire_now(L, &r->wire_total);
 
     const struct blackhole *b = &L->bh;

@@ -36,36 +36,48 @@ static double per_s(uint64_t n, double s)
 
 /*
  * What the bound counts, per direction (up: the tool's, down: the server's):
- *   the HTTP bytes (request lines, headers and bodies; status lines,
- *   headers and bodies) the tool moved until the last browser was served,
- *   the monitor's too when it shares the link;
- *   overhead bytes per data segment, a segment per MSS of each message
- *   (rounded up; a message in flight counts what has moved);
- *   a pure ACK (overhead bytes) for every two data segments the other way;
- *   per connection a SYN each way (overhead + 8 bytes of options) and the
- *   handshake's last ACK up; per FIN close two frames each way; per RST
- *   close one 54-byte frame up.
- * Line time: the busier direction over the rate (the emulator counts from
- * the Ethernet header to the end of the payload). Plus two round trips: a
- * connection's handshake and its first request, before which no reply byte
- * can flow. Retransmissions, ARP and idle gaps are not counted: they are
- * what the ratio measures.
+ * the bytes that had to cross until the last browser was served, not those
+ * that did: each browser asset's one successful request and its reply
+ * (status line, headers, body), the upload and its check download (an
+ * attempt in flight counted as it stands); overhead bytes per data segment,
+ * a segment per MSS of each message (rounded up); a pure ACK (overhead
+ * bytes) for every two data segments the other way; and per connection
+ * needed (a browser's parallel ones, capped at its assets; one per
+ * uploader) a SYN each way (overhead + 8 bytes of options) and the
+ * handshake's last ACK up. No closes: none has to precede the last byte.
+ * The /status monitor is not counted (run it off the link, --status-netns).
+ * What else moved (failed or reset attempts' partial replies, refused
+ * retries' handshakes, closes, more connections) is the waste, reported
+ * apart: it is part of what the ratio measures, as are retransmissions, ARP
+ * and idle gaps. Line time: the busier direction over the rate (the
+ * emulator counts from the Ethernet header to the end of the payload).
+ * Plus two round trips: a connection's handshake and its first request,
+ * before which no reply byte can flow.
  */
+static void wire_bytes(const struct wire *w, const struct link_cfg *lk, double out[2])
+{
+    double oh = lk->overhead, syn = oh + 8, rst = 54;
+    for (int d = 0; d < 2; d++)
+        out[d] = (double)w->bytes[d] + (double)w->segs[d] * oh + (double)w->conns * syn +
+                 (double)w->fin_closes * 2 * oh +
+                 (double)((w->segs[1 - d] + 1) / 2) * oh; /* ACKs of the other way */
+    out[0] += (double)w->conns * oh + (double)w->rst_closes * rst;
+}
+
 void page_bound(const struct result *r, struct page_bound *b)
 {
     memset(b, 0, sizeof *b);
     const struct link_cfg *lk = &r->sc->link;
-    const struct wire *w = &r->wire_at_served;
+    const struct wire *need = &r->needed_at_served;
     if (lk->rate <= 0 || r->browsers == 0 || r->all_served_s < 0)
         return;
-    double oh = lk->overhead, syn = oh + 8, rst = 54;
+    wire_bytes(need, lk, b->wire);
+    wire_bytes(&r->wire_at_served, lk, b->moved);
     for (int d = 0; d < 2; d++) {
-        b->http[d] = (double)w->bytes[d];
-        b->wire[d] = (double)w->bytes[d] + (double)w->segs[d] * oh + (double)w->conns * syn +
-                     (double)w->fin_closes * 2 * oh +
-                     (double)((w->segs[1 - d] + 1) / 2) * oh; /* ACKs of the other way */
+        b->http[d] = (double)need->bytes[d];
+        b->waste[d] = b->moved[d] - b->wire[d];
     }
-    b->wire[0] += (double)w->conns * oh + (double)w->rst_closes * rst;
+    b->waste_conns = (double)r->wire_at_served.conns - (double)need->conns;
     b->line_s = (b->wire[0] > b->wire[1] ? b->wire[0] : b->wire[1]) / lk->rate;
     b->rtt_s = 2 * lk->delay_ms / 1000.0;
     b->rtts = 2;
@@ -286,8 +298,9 @@ void report_print(FILE *f, const struct result *r)
         fprintf(f, "pages        %u of %u browsers served", r->served, r->browsers);
         if (r->all_served_s >= 0)
             fprintf(f, "; all served at %.1f s (the first at %.1f s)", r->all_served_s, first);
-        fprintf(f, "; %llu requests retried, %llu given up\n",
-                (unsigned long long)t->retries, (unsigned long long)t->gave_up);
+        fprintf(f, "; %llu requests retried, %llu given up; %llu bodies of the wrong content\n",
+                (unsigned long long)t->retries, (unsigned long long)t->gave_up,
+                (unsigned long long)t->content_bad);
         struct page_bound b;
         page_bound(r, &b);
         const struct link_cfg *lk = &sc->link;
@@ -303,6 +316,11 @@ void report_print(FILE *f, const struct result *r)
                        "%.3f MB) at %.0f B/s each way; MSS %u, %u header bytes a segment\n",
                     b.wire[1] / 1e6, b.http[1] / 1e6, b.wire[0] / 1e6, b.http[0] / 1e6, lk->rate,
                     lk->mss, lk->overhead);
+            fprintf(f, "  waste     down %.3f MB, up %.3f MB, %+.0f connections beyond the "
+                       "needed %llu (moved: down %.3f MB, up %.3f MB; not in the bound)\n",
+                    b.waste[1] / 1e6, b.waste[0] / 1e6, b.waste_conns,
+                    (unsigned long long)r->needed_at_served.conns, b.moved[1] / 1e6,
+                    b.moved[0] / 1e6);
             fprintf(f, "  ratio     %.2f (all served / bound)\n", b.ratio);
         }
     }
@@ -482,6 +500,7 @@ static cJSON *build_json(const struct result *r)
             cJSON_AddItemToArray(ss, r->served_s[i] >= 0 ? cJSON_CreateNumber(r->served_s[i])
                                                          : cJSON_CreateNull());
         cJSON_AddNumberToObject(pg, "retries", (double)t->retries);
+        cJSON_AddNumberToObject(pg, "content_mismatch", (double)t->content_bad);
         cJSON_AddNumberToObject(pg, "gave_up", (double)t->gave_up);
         cJSON_AddNumberToObject(pg, "scale", sc->scale);
         const struct link_cfg *lk = &sc->link;
@@ -502,12 +521,22 @@ static cJSON *build_json(const struct result *r)
             cJSON_AddNumberToObject(bo, "wire_up_bytes", b.wire[0]);
             cJSON_AddNumberToObject(bo, "http_down_bytes", b.http[1]);
             cJSON_AddNumberToObject(bo, "http_up_bytes", b.http[0]);
-            const struct wire *w = &r->wire_at_served;
-            cJSON_AddNumberToObject(bo, "segments_down", (double)w->segs[1]);
-            cJSON_AddNumberToObject(bo, "segments_up", (double)w->segs[0]);
-            cJSON_AddNumberToObject(bo, "connections", (double)w->conns);
-            cJSON_AddNumberToObject(bo, "fin_closes", (double)w->fin_closes);
-            cJSON_AddNumberToObject(bo, "rst_closes", (double)w->rst_closes);
+            const struct wire *n = &r->needed_at_served, *w = &r->wire_at_served;
+            cJSON_AddNumberToObject(bo, "segments_down", (double)n->segs[1]);
+            cJSON_AddNumberToObject(bo, "segments_up", (double)n->segs[0]);
+            cJSON_AddNumberToObject(bo, "connections", (double)n->conns);
+            /* what did cross, beyond what had to: not in the bound */
+            cJSON *wa = cJSON_AddObjectToObject(pg, "waste");
+            cJSON_AddNumberToObject(wa, "down_bytes", b.waste[1]);
+            cJSON_AddNumberToObject(wa, "up_bytes", b.waste[0]);
+            cJSON_AddNumberToObject(wa, "connections", b.waste_conns);
+            cJSON_AddNumberToObject(wa, "moved_down_bytes", b.moved[1]);
+            cJSON_AddNumberToObject(wa, "moved_up_bytes", b.moved[0]);
+            cJSON_AddNumberToObject(wa, "moved_http_down_bytes", (double)w->bytes[1]);
+            cJSON_AddNumberToObject(wa, "moved_http_up_bytes", (double)w->bytes[0]);
+            cJSON_AddNumberToObject(wa, "connections_made", (double)w->conns);
+            cJSON_AddNumberToObject(wa, "fin_closes", (double)w->fin_closes);
+            cJSON_AddNumberToObject(wa, "rst_closes", (double)w->rst_closes);
             cJSON_AddNumberToObject(pg, "ratio", b.ratio);
         } else {
             cJSON_AddNullToObject(pg, "bound");

@@ -26,6 +26,23 @@
  *   one here. A connection that finds it full, or finds max_conns pcbs
  *   already held, is reset at once; the latter is the EMFILE analogue and
  *   the next accept() reports SN_EMFILE (no record left: SN_ENOMEM).
+ * - pcbs handed to lwIP by close() (FIN_WAIT, CLOSING, LAST_ACK, then
+ *   TIME_WAIT) are lwIP's: they no longer count against max_conns. So that
+ *   a peer that never acknowledges our FIN cannot pile them up without
+ *   bound, accept counts them (a walk of lwIP's active list, on our
+ *   address, under the lock) and resets a new connection once max_closing
+ *   of them exist (SN_EMFILE on the next accept(), accept_over_closing).
+ * - A TAP that fails (deleted or downed: POLLERR/POLLHUP on it, or read or
+ *   write failing with EBADFD, EIO and the like) is no longer polled: the
+ *   backend is deaf from then on. It is counted (stats tap_errors, tap_dead,
+ *   tap_errno) and the next wait() returns SN_EIO, once; later waits only
+ *   sleep. The app should log it and stop or recreate the backend.
+ *
+ * Allocation: unlike the other backends, this one is the documented
+ * exception to "no allocation after init". Debian's liblwip is built with
+ * MEMP_MEM_MALLOC (and MEM_LIBC_MALLOC), so every pcb, segment and pbuf
+ * lwIP takes at run time comes from malloc(); our own records, queues and
+ * frame buffers are still allocated in sn_lwip_create() only.
  *
  * Debian's liblwip must not receive through its own tapif (its PBUF_POOL
  * size disagrees with its pbuf_alloc: frames over ~592 bytes overflow the
@@ -53,9 +70,10 @@ typedef struct sn_lwip_config {
     uint16_t mtu;           /* default 1500 */
     unsigned max_handles;   /* connection records: slots + backlog + release queue */
     unsigned max_conns;     /* pcbs held at once (accept queues, slots, backlog); 0 = max_handles */
-    unsigned max_listeners; /* default SN_MAX_LISTENERS */
+    unsigned max_listeners; /* 0 = default SN_MAX_LISTENERS */
     unsigned accept_queue;  /* handshaken connections each listener holds for accept(), default 16 */
     unsigned rx_frames;     /* frames one wait() hands to lwIP at most, default 256 */
+    unsigned max_closing;   /* closed pcbs lwIP still runs before accepts are refused; 0 = 2 * max_conns */
 } sn_lwip_config;
 
 void sn_lwip_config_default(sn_lwip_config *cfg);
@@ -81,6 +99,11 @@ typedef struct sn_lwip_stats {
     uint32_t accept_queue_full;     /* connections reset: the listener's queue was full */
     uint32_t accept_over_max;       /* ...max_conns pcbs were held, or no record was free */
     uint32_t pcbs_held;             /* now */
+    uint32_t accept_over_closing;   /* connections reset: max_closing closed pcbs were still in lwIP */
+    uint32_t pcbs_closing;          /* now: closed by us, still run by lwIP (not TIME_WAIT) */
+    uint32_t tap_errors;            /* TAP failures seen (POLLERR/HUP, read/write EIO, EBADFD...) */
+    uint32_t tap_dead;              /* 1: the TAP failed and is no longer polled (wait() said SN_EIO) */
+    int32_t tap_errno;              /* errno of the first failure (EIO for POLLERR/POLLHUP) */
 } sn_lwip_stats;
 
 void sn_lwip_stats_get(sn_lwip *be, sn_lwip_stats *st);

@@ -87,6 +87,7 @@ struct sn_lwip {
     char tap[IFNAMSIZ];
     int tapfd, efd;
     bool tap_dead;    /* the TAP failed (deleted?): no longer polled */
+    bool tap_dead_told; /* wait() returned SN_EIO for it once */
     bool nif_added;
     bool in_input;    /* callbacks now run inside our own wait(): no eventfd needed */
     uint32_t ev_seq;  /* bumped by every callback that recorded something */
@@ -161,6 +162,19 @@ static void note(sn_lwip *be)
         uint64_t one = 1;
         (void)!write(be->efd, &one, sizeof one);
     }
+}
+
+/* The TAP is gone or down (POLLERR, EBADFD, EIO...): stop polling it,
+ * count it, and let the next wait() say SN_EIO once. Core lock held. */
+static void tap_fail(sn_lwip *be, int err)
+{
+    be->st.tap_errors++;
+    if (be->tap_dead)
+        return;
+    be->tap_dead = true;
+    be->st.tap_dead = 1;
+    be->st.tap_errno = err;
+    note(be);
 }
 
 static lrec *conn_of(void *ch)
@@ -353,6 +367,21 @@ static void attach(lrec *r, struct tcp_pcb *pcb)
  * into the listener's bounded queue, paused or not, as a kernel's accept
  * queue would; reset it when that queue is full or max_conns pcbs are held.
  */
+/* pcbs on our address that close() handed to lwIP (no arg: neither ours
+ * nor a listener's handshake) and that lwIP still runs (FIN_WAIT, CLOSING,
+ * LAST_ACK; TIME_WAIT pcbs are on their own list and not counted). Core
+ * lock held; a walk of the active list, once per accepted connection. */
+static unsigned closing_pcbs(sn_lwip *be)
+{
+    unsigned n = 0;
+    uint32_t me = lwip_htonl(be->cfg.addr);
+    for (struct tcp_pcb *p = tcp_active_pcbs; p; p = p->next)
+        if (!p->callback_arg && ip_addr_get_ip4_u32(&p->local_ip) == me)
+            n++;
+    be->st.pcbs_closing = n;
+    return n;
+}
+
 static err_t cb_accept(void *arg, struct tcp_pcb *newpcb, err_t err)
 {
     llsn *l = arg;
@@ -367,6 +396,9 @@ static err_t cb_accept(void *arg, struct tcp_pcb *newpcb, err_t err)
         refuse = SN_EMFILE;
     } else if (!be->free_conns) {
         refuse = SN_ENOMEM;
+    } else if (closing_pcbs(be) >= be->cfg.max_closing) {
+        be->st.accept_over_closing++;
+        refuse = SN_EMFILE;
     }
     if (refuse) {
         if (refuse != SN_EAGAIN) {
@@ -432,6 +464,9 @@ static err_t tap_linkoutput(struct netif *nif, struct pbuf *p)
     }
     ssize_t w = (be->tap_dead || flat) ? -1 : writev(be->tapfd, iov, n);
     if (w != (ssize_t)p->tot_len) {
+        if (w < 0 && !be->tap_dead && !flat && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
+            errno != ENOBUFS)
+            tap_fail(be, errno); /* EBADFD, EIO, ENXIO...: the TAP is down or gone */
         be->st.tx_dropped++;
         return ERR_IF;
     }
@@ -467,7 +502,7 @@ static void tap_input(sn_lwip *be)
             if (errno == EINTR)
                 continue;
             if (errno != EAGAIN && errno != EWOULDBLOCK)
-                be->tap_dead = true;
+                tap_fail(be, errno);
             break;
         }
         if (n < 14 || n > 0xffff)
@@ -530,7 +565,12 @@ static int op_wait(void *vbe, uint32_t timeout_ms)
     sn_lwip *be = vbe;
     LOCK();
     flush_corked(be);
+    bool told = be->tap_dead && !be->tap_dead_told;
+    if (told)
+        be->tap_dead_told = true;
     UNLOCK();
+    if (told)
+        return SN_EIO;
     uint64_t deadline = mono_us() / 1000u + timeout_ms;
     int tmo = timeout_ms > INT_MAX ? INT_MAX : (int)timeout_ms;
     struct pollfd p[2 + SN_LWIP_EXTRA_MAX];
@@ -560,11 +600,16 @@ static int op_wait(void *vbe, uint32_t timeout_ms)
             LOCK();
             uint32_t seq = be->ev_seq;
             if (p[1].revents & (POLLERR | POLLHUP | POLLNVAL))
-                be->tap_dead = true;
+                tap_fail(be, EIO);
             else
                 tap_input(be);
             ev = ev || seq != be->ev_seq || be->tap_dead;
+            bool dead_now = be->tap_dead && !be->tap_dead_told;
+            if (dead_now)
+                be->tap_dead_told = true;
             UNLOCK();
+            if (dead_now)
+                return SN_EIO;
         }
         if (ev)
             return rc;
@@ -703,9 +748,9 @@ static int op_connect(void *vbe, const sn_endpoint *remote, void **ch, sn_endpoi
         return xlate(e);
     }
     pcb_endpoints(pcb, &r->local, &r->remote);
-    UNLOCK();
     if (local)
         *local = r->local;
+    UNLOCK();
     *ch = r;
     return 0;
 }
@@ -781,9 +826,14 @@ static void short_send(lrec *r)
  * segment queue is full (tcp_write would say ERR_MEM with space left). */
 static size_t send_room(const struct tcp_pcb *pcb)
 {
-    if (tcp_sndqueuelen(pcb) >= TCP_SND_QUEUELEN)
+    /* A write of n bytes takes up to n / mss + 1 segments (it may top up
+     * the last unsent one first): keep one in reserve for that. */
+    long segs = (long)TCP_SND_QUEUELEN - (long)tcp_sndqueuelen(pcb) - 1;
+    if (segs <= 0)
         return 0;
-    return tcp_sndbuf(pcb);
+    size_t room = (size_t)segs * (size_t)(pcb->mss ? pcb->mss : 536);
+    size_t buf = tcp_sndbuf(pcb);
+    return room < buf ? room : buf;
 }
 
 static int op_send(void *be, void *ch, const void *buf, size_t len, bool push)
@@ -1019,6 +1069,10 @@ int sn_lwip_create(sn_lwip **out, const sn_lwip_config *cfg)
         be->cfg.accept_queue = 16;
     if (!be->cfg.rx_frames)
         be->cfg.rx_frames = 256;
+    if (!be->cfg.max_listeners)
+        be->cfg.max_listeners = SN_MAX_LISTENERS;
+    if (!be->cfg.max_closing)
+        be->cfg.max_closing = be->cfg.max_conns > UINT_MAX / 2 ? UINT_MAX : 2 * be->cfg.max_conns;
     static const uint8_t zero[6];
     if (memcmp(be->cfg.mac, zero, 6) == 0) {
         /* Locally administered, unicast, and unique per address. */
@@ -1026,7 +1080,7 @@ int sn_lwip_create(sn_lwip **out, const sn_lwip_config *cfg)
                           (uint8_t)(cfg->addr >> 8), (uint8_t)cfg->addr};
         memcpy(be->cfg.mac, mac, 6);
     }
-    unsigned nl = be->cfg.max_listeners ? be->cfg.max_listeners : 1;
+    unsigned nl = be->cfg.max_listeners;
     be->frame_cap = (size_t)be->cfg.mtu + 18u; /* Ethernet header and a VLAN tag */
     be->conns = calloc(be->cfg.max_handles, sizeof *be->conns);
     be->lsns = calloc(nl, sizeof *be->lsns);
@@ -1118,6 +1172,7 @@ void sn_lwip_stats_get(sn_lwip *be, sn_lwip_stats *st)
     if (!be || !st)
         return;
     LOCK();
+    (void)closing_pcbs(be); /* refreshes st.pcbs_closing */
     *st = be->st;
     UNLOCK();
 }

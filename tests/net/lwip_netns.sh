@@ -5,40 +5,54 @@
 #   lwip_netns.sh PROGRAM [ARGS...]
 #
 # runs `PROGRAM ARGS... --backend lwip --tap sntap0 --addr 10.93.0.2` in a
-# namespace sn-lw-<pid> where sntap0 is a TAP whose kernel side is
+# namespace sn-lw-<pid>-<start> (<start>: this shell's start time, field 22
+# of /proc/<pid>/stat) where sntap0 is a TAP whose kernel side is
 # 10.93.0.1/24 (the test's kernel clients) and lo is up (the test reserves
-# ports on it). The namespace and the TAP in it are removed afterwards, also
-# when the program fails or the script is interrupted.
-# Exit 77 (skipped) without root, /dev/net/tun or ip, or when namespaces
-# cannot be made here (a container without CAP_SYS_ADMIN).
+# ports on it). The namespace, the TAP and every process in it are removed
+# afterwards, also when the program fails or the script is interrupted;
+# namespaces of earlier runs whose creator is gone (pid dead or reused) are
+# removed at start. The functions (preflight, sweep, removal) are those of
+# tests/lwip/lwip_ns.sh, sourced, so the two scripts behave alike.
+# Exit: PROGRAM's status; 77 (skipped) without root, /dev/net/tun or ip, or
+# when namespaces cannot be made here (a container without CAP_SYS_ADMIN: a
+# probe namespace fails); 1 when the preflight passed but the namespace or
+# its setup then fails.
 set -u
 [ $# -ge 1 ] || { echo "usage: $0 PROGRAM [ARGS...]" >&2; exit 2; }
 skip() { echo "lwip_netns: skipped: $*" >&2; exit 77; }
-[ "$(id -u)" = 0 ] || skip "needs root (network namespace, TAP)"
-[ -c /dev/net/tun ] || skip "no /dev/net/tun"
-command -v ip >/dev/null 2>&1 || skip "no ip (iproute2)"
+fail() { echo "lwip_netns: FAILED: $*" >&2; exit 1; }
+LIB="$(dirname "$0")/../lwip/lwip_ns.sh"
+[ -r "$LIB" ] || fail "missing $LIB"
+SN_NS_LIB=1 . "$LIB"
+ns_preflight skip
+ns_sweep sn-lw-
 
-NS="sn-lw-$$"
+NS=$(ns_name sn-lw-)
 TAP=sntap0
 PID=""
+ip netns add "$NS" || fail "cannot create network namespace $NS"
 cleanup() {
-  [ -n "$PID" ] && kill "$PID" 2>/dev/null && wait "$PID" 2>/dev/null
-  # A namespace outlives `ip netns del` while a process is inside it: the
-  # program is gone by now. Deleting it removes the TAP too.
-  ip netns del "$NS" 2>/dev/null
+  if [ -n "$PID" ]; then
+    kill -TERM "$PID" 2>/dev/null
+    wait "$PID" 2>/dev/null
+  fi
+  # A namespace outlives `ip netns del` while a process is inside it: kill
+  # what is left, then delete it (which removes the TAP too).
+  ns_gone "$NS"
 }
 trap cleanup EXIT
-trap 'exit 130' INT TERM HUP
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
 
-ip netns add "$NS" 2>/dev/null || skip "cannot create a network namespace"
 ip -n "$NS" link set lo up || exit 1
 # No IPv6 chatter (router solicitations, MLD) on the TAP.
-ip netns exec "$NS" sh -c 'echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6' 2>/dev/null
-ip netns exec "$NS" sh -c 'echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6' 2>/dev/null
+ip netns exec "$NS" sh -c 'for f in all default; do echo 1 > /proc/sys/net/ipv6/conf/$f/disable_ipv6; done' 2>/dev/null
 ip -n "$NS" tuntap add dev "$TAP" mode tap || skip "cannot create a TAP device"
 ip -n "$NS" addr add 10.93.0.1/24 dev "$TAP" || exit 1
 ip -n "$NS" link set "$TAP" up || exit 1
 
+# `ip netns exec` execs PROGRAM: PID is the program's own.
 ip netns exec "$NS" "$@" --backend lwip --tap "$TAP" --addr 10.93.0.2 &
 PID=$!
 wait "$PID"

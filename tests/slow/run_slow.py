@@ -3,7 +3,7 @@
 profile, driven by slotnet-load from namespaces of its own.
 
   run_slow.py --scenario FILE --backend posix|lwip --web BIN --load BIN --link BIN
-              [--scale F] [--out DIR] [--check] [--ratio-limit 2.0]
+              [--scale F] [--out DIR] [--check] [--ratio-limit R]
               [--reset-tolerance-ms 500] [--tag NAME]
   run_slow.py --table DIR        the comparison table of the runs in DIR
 
@@ -26,10 +26,15 @@ Outputs in --out (default: a temporary folder, removed): TAG.json (the
 report), TAG.txt, TAG.png/.svg/.csv/.gp (the plot), TAG.link.json (the
 emulators' statistics), TAG.server.log, and TAG.summary.json (one row of
 the table). With --check, asserts on the report: every browser served,
-the upload's CRC verified, no slot stuck, the ratio to the bound reported
-and under --ratio-limit; blackhole: the link cut mid-reply, the close
-reset within close_timeout_ms +- --reset-tolerance-ms, the others served
-while it was silent.
+each body's CRC that of its file, the upload's CRC verified, no slot
+stuck, the ratio to the bound (bytes that had to move; the waste apart)
+reported and within the limit (the scenario's 1.2 at full size,
+CI_RATIO_LIMIT below scale 1, or --ratio-limit); blackhole: the link cut
+mid-reply, the close reset within close_timeout_ms +- --reset-tolerance-ms
+and counted as a timeout, the others served while it was silent, and a
+control client (same request, same path, uncut, afterwards) served in full
+and closed gracefully (closed_graceful up, no timeout or reset). The link
+rate and delay given to slotnet-load are the emulator's ("ready" event).
 
 Exit status: 0 pass, 1 fail, 77 skipped (no root, /dev/net/tun, ip,
 namespaces or bridges; lwip: slotnet-web without --backend lwip or
@@ -49,6 +54,11 @@ import threading
 import time
 
 SKIP = 77
+# Full size (scale 1): the scenario's max_served_ratio (1.2, the target).
+# At the CI scale (0.04) the fixed round trips and slow start dominate the
+# bound's few seconds (measured 1.45-1.50 against the old moved-bytes bound,
+# 1.36-1.59 against the needed-bytes one): a looser limit, there only.
+CI_RATIO_LIMIT = 1.8
 SERVER_IP = "10.94.0.2"
 PORT = 80
 
@@ -278,6 +288,86 @@ def stop_server(p):
         return p.wait(), True
 
 
+def control_fetch(host, path, timeout_s):
+    """(Run inside the blackhole path's namespace.) GET path with
+    Connection: close, read to the end; print how it ended as JSON."""
+    import socket
+    import zlib
+    sk = socket.create_connection((host, PORT), timeout=timeout_s)
+    local = "%s:%d" % sk.getsockname()[:2]
+    sk.sendall(("GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" %
+                (path, host)).encode())
+    data, end = b"", None
+    try:
+        while True:
+            b = sk.recv(65536)
+            if not b:
+                end = "fin"
+                break
+            data += b
+    except ConnectionResetError:
+        end = "reset"
+    except socket.timeout:
+        end = "timeout"
+    sk.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    status = int(head.split()[1]) if head.startswith(b"HTTP/") else None
+    print(json.dumps({"local": local, "status": status, "body_bytes": len(body),
+                      "crc": zlib.crc32(body), "end": end}))
+
+
+def control_watch(host, path, bns, timeout_s):
+    """(Run inside the server's namespace.) The control client: the /status
+    counters over one keep-alive connection, the fetch from namespace bns,
+    then the control's slot watched until it is free. Prints JSON."""
+    import http.client
+    st = {"reconnects": 0, "conn": None}
+
+    def status():
+        for _ in range(3):
+            if st["conn"] is None:
+                st["conn"] = http.client.HTTPConnection(host, PORT, timeout=5)
+                st["reconnects"] += 1
+            try:
+                st["conn"].request("GET", "/status")
+                r = st["conn"].getresponse()
+                j = json.loads(r.read())
+                if r.getheader("Connection", "").lower() == "close":
+                    st["conn"].close()
+                    st["conn"] = None
+                return j
+            except (OSError, http.client.HTTPException, ValueError):
+                st["conn"].close()
+                st["conn"] = None
+        raise RuntimeError("no /status")
+
+    s0 = status()
+    t0 = time.monotonic()
+    r = subprocess.run(["ip", "netns", "exec", bns, sys.executable, os.path.abspath(__file__),
+                        "--control-fetch", host, path, str(timeout_s)],
+                       capture_output=True, text=True, timeout=timeout_s + 10)
+    fetch = json.loads(r.stdout) if r.returncode == 0 and r.stdout.strip() else \
+        {"error": r.stderr.strip()}
+    t_fetched = time.monotonic()
+    free_after_s, states = None, set()
+    while time.monotonic() < t0 + timeout_s:
+        j = status()
+        mine = [x.get("state") for x in j.get("slots", []) if x.get("remote") == fetch.get("local")]
+        states.update(mine)
+        if not mine:
+            free_after_s = time.monotonic() - t_fetched
+            break
+        time.sleep(0.1)
+    s1 = status()
+    c0, c1 = s0.get("counters", {}), s1.get("counters", {})
+    delta = {k: c1.get(k, 0) - c0.get(k, 0) for k in
+             ("closed_graceful", "closed_peer", "closed_timeout", "reset_by_peer", "aborted",
+              "terminated")}
+    print(json.dumps({"fetch": fetch, "fetch_s": t_fetched - t0, "free_after_s": free_after_s,
+                      "states": sorted(s for s in states if s), "delta": delta,
+                      "status_reconnects": st["reconnects"] - 1}))
+
+
 def summarize(tag, backend, scenario, rep, rc, server_rc, stats):
     pages = rep.get("pages") or {}
     bh = rep.get("blackhole") or {}
@@ -294,6 +384,7 @@ def summarize(tag, backend, scenario, rep, rc, server_rc, stats):
         "all_served_s": pages.get("all_served_s"), "bound_s": bound.get("bound_s"),
         "line_s": bound.get("line_s"), "ratio": pages.get("ratio"),
         "retries": pages.get("retries"), "scale": pages.get("scale"),
+        "waste": pages.get("waste"), "content_mismatch": pages.get("content_mismatch"),
         "upload_crc": up.get("crc_verified") if up else None,
         "slots_free_at_end": srv.get("slots_free_at_end"), "stuck_slots": stuck,
         "bh_cut": bh.get("cut"), "close_to_reset_ms": bh.get("close_to_reset_ms"),
@@ -322,6 +413,20 @@ def run(args):
 
     tmp = tempfile.mkdtemp(prefix="slotnet-slow-")
     out = args.out or tmp
+    # The ratio limit: the scenario's (full size) unless --ratio-limit, or
+    # CI_RATIO_LIMIT below scale 1; slotnet-load's own expectation follows
+    # it (a copy of the scenario), so the two cannot disagree.
+    expect = scen.get("expect") or {}
+    ratio_limit = args.ratio_limit
+    if ratio_limit is None:
+        ratio_limit = CI_RATIO_LIMIT if args.scale and args.scale < 1 \
+            else expect.get("max_served_ratio")
+    scen_path = args.scenario
+    if "max_served_ratio" in expect and ratio_limit != expect["max_served_ratio"]:
+        expect["max_served_ratio"] = ratio_limit
+        scen_path = os.path.join(tmp, os.path.basename(args.scenario))
+        with open(scen_path, "w") as f:
+            json.dump(scen, f)
     os.makedirs(out, exist_ok=True)
     root, sd = os.path.join(tmp, "www"), os.path.join(tmp, "sd")
     os.mkdir(root)
@@ -335,7 +440,7 @@ def run(args):
             fails.append(what)
 
     try:
-        w = subprocess.run([args.load, "--scenario", args.scenario, "--write-assets", root] +
+        w = subprocess.run([args.load, "--scenario", scen_path, "--write-assets", root] +
                            (["--scale", str(args.scale)] if args.scale else []),
                            capture_output=True, text=True)
         if w.returncode != 0:
@@ -350,10 +455,19 @@ def run(args):
         print("# slotnet-web (%s) pid %d on %s:%d" % (args.backend, server.pid, SERVER_IP, PORT),
               flush=True)
 
-        cmd = ["ip", "netns", "exec", topo.c, args.load, "--scenario", args.scenario,
+        # The link as the emulator says it runs it (its "ready" event).
+        ready = topo.events["main"]["ready"]
+        up, down = ready.get("a2b") or {}, ready.get("b2a") or {}
+        if (up.get("rate"), up.get("delay_ms")) != (down.get("rate"), down.get("delay_ms")) \
+                or not down.get("rate"):
+            raise RuntimeError("emulator link not symmetric or without a rate: %s" % ready)
+        print("# link (emulator ready event): %s B/s, %s ms one way" %
+              (down["rate"], down["delay_ms"]), flush=True)
+        cmd = ["ip", "netns", "exec", topo.c, args.load, "--scenario", scen_path,
                "--target", "%s:%d" % (SERVER_IP, PORT),
                "--json", os.path.join(out, tag + ".json"), "--plot", os.path.join(out, tag),
-               "--status-netns", topo.s, "--link-rate", "50000", "--link-delay", "500",
+               "--status-netns", topo.s, "--link-rate", str(down["rate"]),
+               "--link-delay", str(down["delay_ms"]),
                "--close-timeout-ms", str(close_timeout_ms)]
         if args.scale:
             cmd += ["--scale", str(args.scale)]
@@ -363,8 +477,9 @@ def run(args):
             # lwIP sends no TCP timestamps: 54 header bytes, 1460 of payload
             cmd += ["--link-mss", "1460", "--link-overhead", "54"]
         for g in bh_groups:
-            cmd += ["--netns", "%s=%s" % (g["name"], topo.b), "--blackhole-pid",
-                    str(topo.emu1.pid)]
+            cmd += ["--netns", "%s=%s" % (g["name"], topo.b)]
+            if not args.no_cut:
+                cmd += ["--blackhole-pid", str(topo.emu1.pid)]
         t0 = time.monotonic()
         try:
             run_ = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, timeout=limit_s)
@@ -376,6 +491,22 @@ def run(args):
         print("# slotnet-load took %.1f s" % (time.monotonic() - t0))
         with open(os.path.join(out, tag + ".txt"), "w") as f:
             f.write(text)
+        control = None
+        if bh_groups and args.check:
+            # The control: the same kind of client (Connection: close, the same
+            # reply) over the same path once the cut is over. It must end in a
+            # graceful close within close_timeout_ms, or the blackhole's reset
+            # proves nothing about the cut.
+            g = bh_groups[0]
+            r_ = subprocess.run(["ip", "netns", "exec", topo.s, sys.executable,
+                                 os.path.abspath(__file__), "--control-watch", SERVER_IP,
+                                 g["path"], topo.b, str(close_timeout_ms / 1000 + 10)],
+                                capture_output=True, text=True, timeout=close_timeout_ms / 1000 + 40)
+            try:
+                control = json.loads(r_.stdout)
+            except ValueError:
+                control = {"error": r_.stdout + r_.stderr}
+            print("# control client:", json.dumps(control), flush=True)
         stats = topo.stats()
         with open(os.path.join(out, tag + ".link.json"), "w") as f:
             json.dump(stats, f, indent=1)
@@ -395,6 +526,7 @@ def run(args):
             check("JSON report readable (%s)" % e, False)
         summary = summarize(tag, args.backend, name, rep, rc, server_rc, stats)
         summary["server_args"] = " ".join(args.server_arg)
+        summary["control"] = control
         with open(os.path.join(out, tag + ".summary.json"), "w") as f:
             json.dump(summary, f, indent=1)
         check("slotnet-web ran to the end and stopped with 0 on SIGINT (got %s)" % server_rc,
@@ -413,8 +545,14 @@ def run(args):
                 check("ratio to the physical bound reported (%s; bound %s s)" %
                       (ratio, (pages.get("bound") or {}).get("bound_s")),
                       isinstance(ratio, (int, float)) and ratio > 0)
-                check("ratio %s < %s" % (ratio, args.ratio_limit),
-                      isinstance(ratio, (int, float)) and ratio < args.ratio_limit)
+                check("ratio %s <= %s (scale %s)" % (ratio, ratio_limit, args.scale or 1),
+                      ratio_limit is not None and isinstance(ratio, (int, float)) and
+                      ratio <= ratio_limit)
+                check("every body's CRC matched its file (%s mismatched)" %
+                      pages.get("content_mismatch"), pages.get("content_mismatch") == 0)
+                wa = pages.get("waste") or {}
+                print("# waste beyond the bound: down %s B, up %s B, %s connections" %
+                      (wa.get("down_bytes"), wa.get("up_bytes"), wa.get("connections")))
             if rep.get("upload") is not None:
                 up = rep["upload"]
                 check("upload CRC verified (%s verified, %s mismatched, %s failed)" %
@@ -440,6 +578,29 @@ def run(args):
                 check("the others were served while it was silent (%s ok, %s failed, slowest "
                       "%s ms)" % (bh["others_ok"], bh["others_failed"], bh["others_max_ms"]),
                       bh["others_ok"] > 0 and bh["others_failed"] == 0)
+            if bh_groups:
+                g = bh_groups[0]
+                ctl = control or {}
+                fe, de = ctl.get("fetch") or {}, ctl.get("delta") or {}
+                bh_on = [e for e in (stats.get("blackhole") or {}).get("blackhole", [])]
+                check("the blackhole path was whole again for the control (%s)" %
+                      [(e.get("dir"), e.get("on")) for e in bh_on],
+                      not bh_on or all(not e.get("on") for e in bh_on[-2:]))
+                want_crc = file_crc(os.path.join(root, g["path"].lstrip("/")))
+                check("control client: same reply in full, ended by FIN (%s, %s of %s bytes, "
+                      "crc %s)" % (fe.get("end"), fe.get("body_bytes"), g["size"],
+                                   "ok" if fe.get("crc") == want_crc else "BAD"),
+                      fe.get("status") == 200 and fe.get("end") == "fin" and
+                      fe.get("body_bytes") == g["size"] and fe.get("crc") == want_crc)
+                fa = ctl.get("free_after_s")
+                check("control's slot free %s s after its reply, well within the close timeout "
+                      "(%s ms)" % (None if fa is None else round(fa, 2), close_timeout_ms),
+                      fa is not None and fa * 1000 < close_timeout_ms / 2)
+                check("control counted as a graceful close, no timeout or reset (%s, %s status "
+                      "reconnects)" % (de, ctl.get("status_reconnects")),
+                      de.get("closed_graceful", 0) - ctl.get("status_reconnects", 0) >= 1 and
+                      de.get("closed_timeout") == 0 and de.get("aborted") == 0 and
+                      de.get("reset_by_peer") == 0)
             check("every expectation of the scenario met (exit status %s)" % rc, rc == 0)
     finally:
         if server is not None and server.poll() is None:
@@ -457,6 +618,12 @@ def run(args):
         return 1
     print("PASS")
     return 0
+
+
+def file_crc(path):
+    import zlib
+    with open(path, "rb") as f:
+        return zlib.crc32(f.read())
 
 
 def fmt(v, spec="%.1f"):
@@ -514,14 +681,28 @@ def main():
     ap.add_argument("--out", help="keep the reports and plots here")
     ap.add_argument("--tag", help="file name stem of the outputs (SCENARIO-BACKEND)")
     ap.add_argument("--check", action="store_true", help="assert (the ctest mode)")
-    ap.add_argument("--ratio-limit", type=float, default=2.0)
+    ap.add_argument("--ratio-limit", type=float, default=None,
+                    help="default: the scenario's max_served_ratio; %g below scale 1"
+                    % CI_RATIO_LIMIT)
     ap.add_argument("--reset-tolerance-ms", type=float, default=500)
     ap.add_argument("--server-arg", action="append", default=[],
                     help="one more slotnet-web option (repeatable)")
     ap.add_argument("--table", metavar="DIR", help="print the table of the runs in DIR")
     ap.add_argument("--skip-note", metavar="WHY",
                     help="with --out: record this run as skipped (for the table)")
+    ap.add_argument("--no-cut", action="store_true",
+                    help="blackhole: do not pass --blackhole-pid (the path is never cut: "
+                    "the checks must then fail)")
+    ap.add_argument("--control-fetch", nargs=3, help=argparse.SUPPRESS)
+    ap.add_argument("--control-watch", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.control_fetch:
+        control_fetch(args.control_fetch[0], args.control_fetch[1], float(args.control_fetch[2]))
+        return 0
+    if args.control_watch:
+        control_watch(args.control_watch[0], args.control_watch[1], args.control_watch[2],
+                      float(args.control_watch[3]))
+        return 0
     if args.table:
         table(args.table)
         return 0
