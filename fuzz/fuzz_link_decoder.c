@@ -31,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "slotnet.h"
 #include "slotnet/link.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -124,6 +125,17 @@ static void check_payloads(const sn_link_frame *f)
     if (rc == 0) {
         sn_link_args_encode(&a, buf);
         CHECK(memcmp(buf, f->data, SN_LINK_ARGS_LEN) == 0);
+    }
+
+    sn_stats sx;
+    uint32_t turn;
+    uint8_t sbuf[SN_LINK_STATS_LEN];
+    rc = sn_link_stats_decode(f->data, f->len, &sx, &turn);
+    CHECK(rc == 0 || rc == SN_LINK_E_PARAM);
+    CHECK((rc == 0) == (f->len == SN_LINK_STATS_LEN));
+    if (rc == 0) {
+        sn_link_stats_encode(&sx, turn, sbuf);
+        CHECK(memcmp(sbuf, f->data, SN_LINK_STATS_LEN) == 0);
     }
 
     /* Codes carried in a reply: both maps must be total. */

@@ -295,13 +295,17 @@ typedef struct sn_slot_status {
     sn_endpoint remote;
     uint32_t readable;    /* bytes buffered for sn_read */
     uint32_t write_space; /* bytes sn_write would take now */
-    uint32_t unsent;      /* written, not yet sent (0 where the backend cannot tell) */
-    uint32_t unacked;     /* sent, not yet acknowledged by the peer */
     int last_error;       /* why it aborted or failed, else 0 */
 } sn_slot_status;
 
 /* Status of slot number index (0..slots-1). Queries the backend. */
 int sn_slot_status_get(sn_core *core, unsigned index, sn_slot_status *st);
+
+/* Bytes written to id and not yet sent, and sent but not yet acknowledged
+ * by the peer: 0 and 0 once everything is delivered. Queries the backend
+ * (which may first send a held-back tail), so call it when the answer
+ * matters, not for every slot on every pass. */
+int sn_slot_tx_queued(sn_core *core, sn_id id, uint32_t *unsent, uint32_t *unacked);
 
 /* Current handle of slot index (SN_ID_NONE when free). */
 sn_id sn_slot_id(const sn_core *core, unsigned index);
@@ -339,6 +343,22 @@ typedef struct sn_stats {
     uint32_t backlog_peak;
     uint32_t poll_hist[SN_POLL_HIST_BUCKETS]; /* passes by duration, see sn_poll_hist_bound() */
 } sn_stats;
+
+/* X(name) for each scalar field of sn_stats, in order (poll_hist, last, is
+ * not in it): one list for the link's statistics payload and the JSON. */
+#define SN_STATS_FIELDS(X)                                                                    \
+    X(accepted) X(rejected) X(closed_graceful) X(closed_peer) X(closed_timeout)              \
+    X(reset_by_peer) X(peer_closed) X(idle_timeouts) X(terminated) X(aborted) X(connects)     \
+    X(connect_retries) X(connect_failures) X(releases) X(releases_forced) X(emfile_events)     \
+    X(accept_errors) X(write_retryable) X(poll_passes) X(longest_poll_us) X(longest_close_us) \
+    X(backlog_now) X(backlog_peak)
+#define SN_STATS_COUNT_(name) +1
+/* How many scalar fields SN_STATS_FIELDS lists. */
+#define SN_STATS_SCALARS (0 SN_STATS_FIELDS(SN_STATS_COUNT_))
+#ifndef __cplusplus
+_Static_assert(sizeof(sn_stats) == (SN_STATS_SCALARS + SN_POLL_HIST_BUCKETS) * sizeof(uint32_t),
+               "sn_stats changed: update SN_STATS_FIELDS");
+#endif
 
 /* Upper bound in microseconds of poll_hist bucket i (a pass of d us counts in
  * the first bucket whose bound is >= d); UINT32_MAX for the last bucket. */

@@ -752,11 +752,12 @@ static bool idle_for_reuse(const struct web *w, const struct conn *c)
            sn_time_reached(w->now, c->last_active + REUSE_MIN_IDLE_MS);
 }
 
+/* Over the link the queue is not known: taken as delivered. */
 static bool delivered(struct web *w, const struct conn *c)
 {
-    sn_slot_status st;
-    return web_net_slot_status_get(w, sn_id_index(c->id), &st) == SN_OK && st.id == c->id &&
-           st.unsent == 0 && st.unacked == 0;
+    uint32_t unsent, unacked;
+    int rc = web_net_tx_queued(w, c->id, &unsent, &unacked);
+    return rc == SN_EINVAL || (rc == SN_OK && unsent == 0 && unacked == 0);
 }
 
 void web_tick(struct web *w)

@@ -144,15 +144,13 @@ static void parse_listen(const char *s, sn_endpoint *ep)
     char host[INET_ADDRSTRLEN];
     unsigned long port;
     size_t hlen = colon ? (size_t)(colon - s) : 0;
-    struct in_addr a;
 
     if (!colon || hlen >= sizeof host || !appnet_parse_ulong(colon + 1, 1, 65535, &port))
         appnet_bad_option("--listen", "IPv4ADDR:PORT, e.g. 127.0.0.1:8080", s);
     memcpy(host, s, hlen);
     host[hlen] = '\0';
-    if (inet_pton(AF_INET, host, &a) != 1)
+    if (!appnet_parse_ipv4(host, &ep->addr))
         appnet_bad_option("--listen", "IPv4ADDR:PORT, e.g. 127.0.0.1:8080", s);
-    ep->addr = ntohl(a.s_addr);
     ep->port = (uint16_t)port;
 }
 

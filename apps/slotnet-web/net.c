@@ -105,6 +105,12 @@ int web_net_slot_status_get(struct web *w, unsigned index, sn_slot_status *st)
                    : sn_slot_status_get(w->core, index, st);
 }
 
+/* The link carries no send-queue figures: SN_EINVAL there, "unknown". */
+int web_net_tx_queued(struct web *w, sn_id id, uint32_t *unsent, uint32_t *unacked)
+{
+    return w->host ? SN_EINVAL : sn_slot_tx_queued(w->core, id, unsent, unacked);
+}
+
 unsigned web_net_slot_count(const struct web *w)
 {
     return w->host ? sn_host_slot_count(w->host) : sn_slot_count(w->core);

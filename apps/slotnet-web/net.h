@@ -29,6 +29,7 @@ int web_net_terminate(struct web *w, sn_id id);
 sn_id web_net_slot_id(const struct web *w, unsigned index);
 sn_state web_net_slot_state(const struct web *w, unsigned index);
 int web_net_slot_status_get(struct web *w, unsigned index, sn_slot_status *st);
+int web_net_tx_queued(struct web *w, sn_id id, uint32_t *unsent, uint32_t *unacked);
 unsigned web_net_slot_count(const struct web *w);
 
 /* Every counter. Link mode: one statistics request, at most once per loop

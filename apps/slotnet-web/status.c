@@ -9,21 +9,6 @@
 
 #include "web.h"
 
-/* Every field of sn_stats, in order. The assertion below trips when the
- * struct grows, so a new counter cannot silently go missing here. */
-#define STATS_FIELDS(X)                                                                       \
-    X(accepted) X(rejected) X(closed_graceful) X(closed_peer) X(closed_timeout)              \
-    X(reset_by_peer) X(peer_closed) X(idle_timeouts) X(terminated) X(aborted) X(connects)     \
-    X(connect_retries) X(connect_failures) X(releases) X(releases_forced) X(emfile_events)     \
-    X(accept_errors) X(write_retryable) X(poll_passes) X(longest_poll_us) X(longest_close_us) \
-    X(backlog_now) X(backlog_peak)
-
-#define COUNT_FIELD_(name) +1
-_Static_assert(sizeof(sn_stats) == (0 STATS_FIELDS(COUNT_FIELD_) + SN_POLL_HIST_BUCKETS) *
-                                       sizeof(uint32_t),
-               "sn_stats changed: update STATS_FIELDS in status.c");
-#undef COUNT_FIELD_
-
 static void add_endpoint(cJSON *obj, const char *key, const sn_endpoint *ep)
 {
     if (ep->addr == 0 && ep->port == 0) {
@@ -59,8 +44,11 @@ static void add_slot(cJSON *slots, struct web *w, unsigned i)
     add_endpoint(s, "remote", &st.remote);
     cJSON_AddNumberToObject(s, "readable", st.readable);
     cJSON_AddNumberToObject(s, "write_space", st.write_space);
-    cJSON_AddNumberToObject(s, "unsent", st.unsent);
-    cJSON_AddNumberToObject(s, "unacked", st.unacked);
+    uint32_t unsent, unacked;
+    if (st.id != SN_ID_NONE && web_net_tx_queued(w, st.id, &unsent, &unacked) == SN_OK) {
+        cJSON_AddNumberToObject(s, "unsent", unsent);
+        cJSON_AddNumberToObject(s, "unacked", unacked);
+    }
     cJSON_AddNumberToObject(s, "last_error", st.last_error);
     if (st.last_error != 0)
         cJSON_AddStringToObject(s, "error", sn_strerror(st.last_error));
@@ -123,7 +111,7 @@ size_t status_json(struct web *w, char *buf, size_t len)
     cJSON *counters = cJSON_AddObjectToObject(root, "counters");
     const sn_stats *stats = web_net_stats(w);
 #define ADD_FIELD_(name) cJSON_AddNumberToObject(counters, #name, stats->name);
-    STATS_FIELDS(ADD_FIELD_)
+    SN_STATS_FIELDS(ADD_FIELD_)
 #undef ADD_FIELD_
     add_hist(root, "poll_hist", "passes", stats->poll_hist);
     /* The loop's own turns: sn_poll and everything the app does after it. */

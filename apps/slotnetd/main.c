@@ -81,7 +81,6 @@ struct daemon {
 
     uint64_t hosts, refused, turns, turns_over_1ms, policy_resets;
     uint64_t log_dropped;   /* log lines that could not be written at once */
-    uint32_t longest_turn_us;
 };
 
 const char appnet_prog[] = PROG;
@@ -519,7 +518,7 @@ static size_t diag_extra(char *buf, size_t len, void *user)
                      (unsigned long long)c->crc_errors, (unsigned long long)c->oversize,
                      (unsigned long long)c->truncated, (unsigned long long)c->version_errors,
                      (unsigned long long)d->dev.dec.garbage, (unsigned long long)c->attention,
-                     (unsigned long long)d->turns, (unsigned)d->longest_turn_us,
+                     (unsigned long long)d->turns, (unsigned)d->dev.longest_turn_us,
                      (unsigned long long)d->turns_over_1ms, (unsigned long long)d->policy_resets,
                      (unsigned)d->dev.epoch, (unsigned long long)c->replays,
                      (unsigned long long)c->version_noise, (unsigned long long)c->yields,
@@ -540,8 +539,6 @@ static void count_turn(struct daemon *d, uint64_t us)
     d->turns++;
     if (t > 1000)
         d->turns_over_1ms++;
-    if (t > d->longest_turn_us)
-        d->longest_turn_us = t;
     sn_dev_note_turn(&d->dev, t);
 }
 

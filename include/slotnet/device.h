@@ -68,8 +68,8 @@ typedef struct sn_link_device {
     uint32_t last_rx_ms;      /* when input was last consumed (the gap timer) */
     size_t out_len, out_pos;  /* pending output: in out[] (a reply) or aux[] */
     bool out_aux;             /* ...in aux[]: the attention byte or a -19 reply */
-    bool events;              /* the core raised an event, or a request was
-                               * answered, since the last attention check */
+    bool events;              /* the core raised an event, or a request changed
+                               * part of the view, since the last attention check */
     bool attention_sent;      /* since the last request */
     bool yielded;             /* the last sn_dev_feed stopped on its budget with
                                * buffered candidates left: call again soon */

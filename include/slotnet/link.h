@@ -260,6 +260,16 @@ int sn_link_net_status_decode(const uint8_t *in, size_t len, sn_link_net_status 
 #define SN_LINK_STATS_FIELDS 34u
 #define SN_LINK_STATS_LEN (4u * SN_LINK_STATS_FIELDS)
 
+/* The statistics reply data: the 33 fields of struct sn_stats (slotnet.h,
+ * SN_STATS_FIELDS, then poll_hist), then a 34th, the device loop's longest
+ * turn in microseconds. */
+struct sn_stats;
+void sn_link_stats_encode(const struct sn_stats *s, uint32_t device_turn_us,
+                          uint8_t out[SN_LINK_STATS_LEN]);
+/* SN_LINK_E_PARAM if len is not SN_LINK_STATS_LEN. device_turn_us may be NULL. */
+int sn_link_stats_decode(const uint8_t *in, size_t len, struct sn_stats *s,
+                         uint32_t *device_turn_us);
+
 /* The attention byte: sent by the device outside any frame, at most once
  * between two requests, when what the last network status showed has
  * changed (the seed's "ready" line). Receivers that ignore it see garbage,
@@ -277,6 +287,8 @@ static inline void sn_link_put32(uint8_t *p, uint32_t v)
     sn_link_put16(p, (uint16_t)v);
     sn_link_put16(p + 2, (uint16_t)(v >> 16));
 }
+/* A count for a 16-bit field: "at least 65535" rather than wrapping. */
+static inline uint16_t sn_link_sat16(uint32_t v) { return v > 0xFFFFu ? 0xFFFFu : (uint16_t)v; }
 static inline uint16_t sn_link_get16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
 static inline uint32_t sn_link_get32(const uint8_t *p)
 {

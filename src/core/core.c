@@ -70,6 +70,13 @@ static sn_slot *lookup(sn_core *core, sn_id id)
     return s;
 }
 
+/* I/O restarts the idle timer, and forgets the queue seen at its deadline. */
+static void mark_active(const sn_core *core, sn_slot *s)
+{
+    s->t_active = core->now;
+    s->t_mark = SN_TX_UNSEEN;
+}
+
 static void emit(sn_core *core, sn_slot *s, sn_event ev, int info)
 {
     if (core->cfg.on_event)
@@ -272,8 +279,7 @@ static void assign(sn_core *core, sn_slot *s, unsigned li, const sn_pending *p)
     s->listener = (uint8_t)li;
     s->protocol = l->protocol;
     s->idle_ms = l->idle_ms;
-    s->t_active = core->now;
-    s->t_mark = SN_TX_UNSEEN;
+    mark_active(core, s);
     s->flags = 0;
     s->last_error = 0;
     set_state(core, s, SN_CONNECTED);
@@ -477,8 +483,7 @@ static void poll_connecting(sn_core *core, sn_slot *s)
     if (st.flags & (SN_BF_FAILED | SN_BF_RESET | SN_BF_ERROR)) {
         attempt_failed(core, s, st.error < 0 ? st.error : SN_ECONNREFUSED);
     } else if (st.flags & SN_BF_CONNECTED) {
-        s->t_active = core->now;
-        s->t_mark = SN_TX_UNSEEN;
+        mark_active(core, s);
         s->attempt = 0;
         s->last_error = 0;
         core->stats.connects++;
@@ -737,8 +742,7 @@ int sn_read(sn_core *core, sn_id id, void *buf, size_t len)
         len = INT32_MAX;
     int rc = OPS(core)->recv(CTX(core), s->ch, buf, len);
     if (rc > 0) {
-        s->t_active = core->now;
-        s->t_mark = SN_TX_UNSEEN;
+        mark_active(core, s);
         return rc;
     }
     switch (rc) {
@@ -808,8 +812,7 @@ int sn_write(sn_core *core, sn_id id, const void *buf, size_t len, unsigned flag
         return rc;
     }
     if (rc > 0) {
-        s->t_active = core->now;
-        s->t_mark = SN_TX_UNSEEN;
+        mark_active(core, s);
     }
     if ((size_t)rc < len) {
         s->flags |= SN_SF_WANT_WRITE;
@@ -901,10 +904,20 @@ int sn_slot_status_get(sn_core *core, unsigned index, sn_slot_status *st)
         st->readable = r > 0 ? (uint32_t)r : 0;
         st->write_space = w > 0 ? (uint32_t)w : 0;
     }
-    if (s->ch != NULL && !(s->flags & SN_SF_RESET) &&
-        OPS(core)->tx_queued(CTX(core), s->ch, &st->unsent, &st->unacked) < 0)
-        st->unsent = st->unacked = 0;
     return SN_OK;
+}
+
+int sn_slot_tx_queued(sn_core *core, sn_id id, uint32_t *unsent, uint32_t *unacked)
+{
+    sn_slot *s = lookup(core, id);
+    if (s == NULL)
+        return SN_ESTALE;
+    if (unsent == NULL || unacked == NULL)
+        return SN_EINVAL;
+    *unsent = *unacked = 0;
+    if (s->ch == NULL || (s->flags & SN_SF_RESET))
+        return SN_OK; /* nothing can be delivered any more */
+    return OPS(core)->tx_queued(CTX(core), s->ch, unsent, unacked);
 }
 
 void sn_bitmaps(const sn_core *core, uint32_t *connected, uint32_t *closed_or_aborted)

@@ -33,10 +33,6 @@
 #include "host_int.h"
 #include "slotnet/link.h"
 
-/* The statistics are struct sn_stats's 33 counters in its order, then a
- * 34th: the device's longest loop turn. */
-_Static_assert(sizeof(sn_stats) + 4u == SN_LINK_STATS_LEN, "sn_stats no longer matches the link's counters");
-
 #define DEFAULT_TIMEOUT_MS 250u
 #define DEFAULT_RESENDS 2u
 #define DEFAULT_WRITE_POLL_MS 10u
@@ -476,8 +472,12 @@ static int net_status(sn_host *h, sn_link_net_status *ns)
 
 /* Opens the transport and proves the link: null (the version), then
  * network status (the slot count). patience_ms: how long a UNIX socket
- * nobody listens on yet is tried again. */
-static int link_open(sn_host *h, unsigned patience_ms)
+ * nobody listens on yet is tried again. first: the host's first open, whose
+ * opening null waits OPEN_PATIENCE_MS in all (as does any open of an exec:
+ * target, whose daemon starts anew); a reopen of anything else tries it
+ * 1 + resends times like any request, so a caller's reconnect loop is not
+ * held for seconds each try while nothing answers. */
+static int link_open(sn_host *h, unsigned patience_ms, bool first)
 {
     open_why[0] = '\0';
     int err = sn__host_tr_open(h->target, patience_ms, &h->fd, &h->sock, &h->child, &h->baud);
@@ -493,10 +493,13 @@ static int link_open(sn_host *h, unsigned patience_ms)
     h->waiting = false;
     /* The seq runs on across reopens: a device that kept its last reply
      * never takes the new link's first requests for resends. */
-    unsigned tries = OPEN_PATIENCE_MS / (h->cfg.timeout_ms ? h->cfg.timeout_ms : 1u);
-    struct req q = {.cmd = SN_LINK_CMD_NULL,
-                    .slot = SN_LINK_SLOT_NONE,
-                    .attempts = tries > h->cfg.resends ? tries : 1u + h->cfg.resends};
+    unsigned tries = 1u + h->cfg.resends;
+    if (first || h->child > 0) {
+        unsigned patient = OPEN_PATIENCE_MS / (h->cfg.timeout_ms ? h->cfg.timeout_ms : 1u);
+        if (patient > tries)
+            tries = patient;
+    }
+    struct req q = {.cmd = SN_LINK_CMD_NULL, .slot = SN_LINK_SLOT_NONE, .attempts = tries};
     sn_link_net_status ns;
     h->opening = true;
     err = request(h, &q);
@@ -560,7 +563,7 @@ int sn_host_open(sn_host **out, const char *target, const sn_host_config *cfg)
     h->fd = -1;
     /* A daemon started just before us may not listen yet: try its socket
      * again for one reply timeout. */
-    int err = link_open(h, c.timeout_ms);
+    int err = link_open(h, c.timeout_ms, true);
     if (err < 0) {
         free(h);
         return err;
@@ -591,7 +594,7 @@ int sn_host_reopen(sn_host *h)
         return SN_EINVAL;
     link_close(h);
     h->ls.reopens++;
-    int err = link_open(h, 0);
+    int err = link_open(h, 0, false);
     if (err < 0)
         return err;
     return relisten(h);
@@ -929,16 +932,10 @@ int sn_host_stats_fetch(sn_host *h)
     int r = request(h, &q);
     if (r < 0)
         return r;
-    if (h->rlen != SN_LINK_STATS_LEN) {
+    if (sn_link_stats_decode(h->rdata, h->rlen, &h->stats, &h->ls.device_turn_us) != 0) {
         h->ls.frame_errors++;
         return SN_EIO;
     }
-    /* u32s in the order of struct sn_stats, which is all uint32_t. */
-    uint32_t v[SN_LINK_STATS_FIELDS];
-    for (unsigned k = 0; k < SN_LINK_STATS_FIELDS; k++)
-        v[k] = sn_link_get32(h->rdata + 4 * k);
-    memcpy(&h->stats, v, sizeof h->stats);
-    h->ls.device_turn_us = v[SN_LINK_STATS_FIELDS - 1];
     return 0;
 }
 

@@ -8,32 +8,44 @@
 
 static uint16_t bit(unsigned i) { return (uint16_t)(1u << i); }
 
+/* Slot i's bits in v (whose other slots are left alone) as st tells them:
+ * everything but in_use and the handle. */
+static void view_bits(sn_dev_view *v, unsigned i, const sn_slot_status *st)
+{
+    uint16_t b = bit(i), m = (uint16_t)~b;
+    v->connected &= m, v->closed &= m;
+    v->readable &= m, v->writable &= m, v->aborted &= m;
+    if (st->state == SN_FREE)
+        return;
+    bool open = st->state == SN_CONNECTED || st->state == SN_OTHER_END_CLOSED;
+    if (st->state == SN_CONNECTED)
+        v->connected |= b;
+    if (st->state == SN_OTHER_END_CLOSED || st->state == SN_ABORTED)
+        v->closed |= b;
+    if (st->state == SN_ABORTED)
+        v->aborted |= b;
+    if (open && st->readable > 0)
+        v->readable |= b;
+    if (open && st->write_space > 0)
+        v->writable |= b;
+}
+
 /* One rx_avail and one tx_space per open slot: cheap, and only done per
  * reply and per attention check after an event. */
 /* Slot i's bits and handle as they are now, in v (whose other slots are
  * left alone). */
 static void snapshot_slot(sn_link_device *dev, unsigned i, sn_dev_view *v)
 {
-    uint16_t m = (uint16_t)~bit(i);
-    v->in_use &= m, v->connected &= m, v->closed &= m;
-    v->readable &= m, v->writable &= m, v->aborted &= m;
-    v->handle[i] = 0;
     sn_slot_status st;
-    if (sn_slot_status_get(dev->core, i, &st) < 0 || st.state == SN_FREE)
+    if (sn_slot_status_get(dev->core, i, &st) < 0)
+        st.state = SN_FREE;
+    view_bits(v, i, &st);
+    v->in_use &= (uint16_t)~bit(i);
+    v->handle[i] = 0;
+    if (st.state == SN_FREE)
         return;
     v->in_use |= bit(i);
     v->handle[i] = st.id;
-    bool open = st.state == SN_CONNECTED || st.state == SN_OTHER_END_CLOSED;
-    if (st.state == SN_CONNECTED)
-        v->connected |= bit(i);
-    if (st.state == SN_OTHER_END_CLOSED || st.state == SN_ABORTED)
-        v->closed |= bit(i);
-    if (st.state == SN_ABORTED)
-        v->aborted |= bit(i);
-    if (open && st.readable > 0)
-        v->readable |= bit(i);
-    if (open && st.write_space > 0)
-        v->writable |= bit(i);
 }
 
 static void snapshot(sn_link_device *dev, sn_dev_view *v)
@@ -97,6 +109,7 @@ void sn_dev_reset(sn_link_device *dev)
     /* A new host has seen nothing: whatever is open is news to it. */
     memset(&dev->view, 0, sizeof dev->view);
     dev->view.epoch = dev->epoch;
+    dev->events = true;
 }
 
 void sn_dev_forget_replay(sn_link_device *dev)
@@ -199,29 +212,6 @@ static int target(const sn_link_device *dev, const sn_link_frame *f, sn_id *id)
 
 static int32_t core_err(int rc) { return (int32_t)sn_link_err_from_core(rc); }
 
-/* The spec's 34 fields: the core's 33 counters, then the application's
- * longest loop turn. */
-static void put_stats(const sn_stats *s, uint32_t longest_turn_us, uint8_t *out)
-{
-    const uint32_t v[SN_LINK_STATS_FIELDS - SN_POLL_HIST_BUCKETS - 1] = {
-        s->accepted,        s->rejected,       s->closed_graceful, s->closed_peer,
-        s->closed_timeout,  s->reset_by_peer,  s->peer_closed,     s->idle_timeouts,
-        s->terminated,      s->aborted,        s->connects,        s->connect_retries,
-        s->connect_failures, s->releases,      s->releases_forced, s->emfile_events,
-        s->accept_errors,   s->write_retryable, s->poll_passes,    s->longest_poll_us,
-        s->longest_close_us, s->backlog_now,   s->backlog_peak,
-    };
-    _Static_assert(SN_LINK_STATS_FIELDS == 23 + SN_POLL_HIST_BUCKETS + 1, "statistics layout");
-    size_t k = 0;
-    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++, k++)
-        sn_link_put32(out + 4 * k, v[i]);
-    for (size_t i = 0; i < SN_POLL_HIST_BUCKETS; i++, k++)
-        sn_link_put32(out + 4 * k, s->poll_hist[i]);
-    sn_link_put32(out + 4 * k, longest_turn_us);
-}
-
-static uint16_t sat16(uint32_t v) { return v > 0xFFFFu ? 0xFFFFu : (uint16_t)v; }
-
 /* The data length each command takes; -1: any up to SN_LINK_DATA_MAX. */
 static int want_len(uint8_t cmd)
 {
@@ -281,6 +271,7 @@ static void do_slot_command(sn_link_device *dev, const sn_link_frame *f)
         return;
     }
     unsigned i = f->slot;
+    dev->events = true; /* what the host was shown of slot i changes: check it again */
     switch (f->command) {
     case SN_LINK_CMD_ABORT:
         rc = sn_terminate(dev->core, id);
@@ -338,7 +329,8 @@ static void do_status(sn_link_device *dev, const sn_link_frame *f)
         return;
     }
     sn_slot_status st;
-    (void)sn_slot_status_get(dev->core, f->slot, &st);
+    if (sn_slot_status_get(dev->core, f->slot, &st) < 0)
+        memset(&st, 0, sizeof st), st.state = SN_FREE;
     uint32_t conn, closed;
     sn_bitmaps(dev->core, &conn, &closed);
     sn_link_status ls = {
@@ -359,15 +351,8 @@ static void do_status(sn_link_device *dev, const sn_link_frame *f)
      * buffers), not the others: hosts read the bitmaps for the slot they
      * asked about, so another slot's change stays news. The handle is not
      * in the reply: in_use and handle stay as they were. */
-    sn_dev_view *v = &dev->view;
-    sn_dev_view cur = *v;
-    snapshot_slot(dev, f->slot, &cur);
-    uint16_t b = bit(f->slot), m = (uint16_t)~b;
-    v->connected = (uint16_t)((v->connected & m) | (cur.connected & b));
-    v->closed = (uint16_t)((v->closed & m) | (cur.closed & b));
-    v->aborted = (uint16_t)((v->aborted & m) | (cur.aborted & b));
-    v->readable = (uint16_t)((v->readable & m) | (cur.readable & b));
-    v->writable = (uint16_t)((v->writable & m) | (cur.writable & b));
+    view_bits(&dev->view, f->slot, &st);
+    dev->events = true; /* the view changed: check it again */
     reply(dev, f, f->slot, 0, SN_LINK_STATUS_LEN);
 }
 
@@ -385,8 +370,8 @@ static void do_net_status(sn_link_device *dev, const sn_link_frame *f)
         .slots = (uint8_t)dev->slots,
         .epoch = dev->epoch,
         .data_max = SN_LINK_DATA_MAX,
-        .backlog_now = sat16(s->backlog_now),
-        .backlog_peak = sat16(s->backlog_peak),
+        .backlog_now = sn_link_sat16(s->backlog_now),
+        .backlog_peak = sn_link_sat16(s->backlog_peak),
         .in_use = cur.in_use,
         .connected = cur.connected,
         .closed = cur.closed,
@@ -446,6 +431,7 @@ static void do_args_command(sn_link_device *dev, const sn_link_frame *f)
     unsigned i = sn_id_index(id);
     dev->view.handle[i] = id; /* the host learns it from this reply */
     dev->view.in_use |= bit(i);
+    dev->events = true; /* the view changed: check it again */
     sn_link_put32(dev->data, id);
     reply(dev, f, (uint8_t)i, (int32_t)i, 4);
 }
@@ -490,7 +476,7 @@ static void handle(sn_link_device *dev, const sn_link_frame *f)
             reply(dev, f, f->slot, SN_LINK_E_PARAM, 0);
             break;
         }
-        put_stats(sn_stats_get(dev->core), dev->longest_turn_us, dev->data);
+        sn_link_stats_encode(sn_stats_get(dev->core), dev->longest_turn_us, dev->data);
         reply(dev, f, f->slot, 0, SN_LINK_STATS_LEN);
         break;
     default:
@@ -540,8 +526,10 @@ size_t sn_dev_feed(sn_link_device *dev, const void *in, size_t len, uint32_t now
         if (r == 0)
             break;
         if (r == 1) {
-            dev->attention_sent = false; /* a request: the host may be told again */
-            dev->events = true;          /* and what it was shown is checked again */
+            /* A request: the host may be told again of what it has not
+             * fetched yet, so the view is checked again after it. */
+            dev->attention_sent = false;
+            dev->events = true;
             if (is_resend(dev, &f)) {
                 /* Its reply was lost: the same bytes again, nothing done twice. */
                 dev->count.requests++;

@@ -1,6 +1,9 @@
-/* Fixed-layout data of the create/listen requests and the status replies.
+/* Fixed-layout data of the create/listen requests and the status and
+ * statistics replies.
  * Little-endian integers; IPv4 addresses as 4 octets in dotted order. */
 #include "slotnet/link.h"
+
+#include "slotnet.h"
 
 #include <string.h>
 
@@ -16,9 +19,6 @@ static uint32_t get_addr(const uint8_t *p)
 {
     return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
 }
-
-/* The 16-bit counters report "at least 65535" rather than wrapping. */
-static uint16_t sat16(uint32_t v) { return v > 0xFFFFu ? 0xFFFFu : (uint16_t)v; }
 
 void sn_link_args_encode(const sn_link_args *a, uint8_t out[SN_LINK_ARGS_LEN])
 {
@@ -48,8 +48,8 @@ void sn_link_status_encode(const sn_link_status *s, uint8_t out[SN_LINK_STATUS_L
     sn_link_put16(out + 4, s->local_port);
     sn_link_put16(out + 6, s->remote_port);
     put_addr(out + 8, s->remote_addr);
-    sn_link_put16(out + 12, sat16(s->readable));
-    sn_link_put16(out + 14, sat16(s->write_space));
+    sn_link_put16(out + 12, sn_link_sat16(s->readable));
+    sn_link_put16(out + 14, sn_link_sat16(s->write_space));
     sn_link_put16(out + 16, s->connected);
     sn_link_put16(out + 18, s->closed);
 }
@@ -114,5 +114,35 @@ int sn_link_net_status_decode(const uint8_t *in, size_t len, sn_link_net_status 
     s->aborted = sn_link_get16(in + 18);
     for (unsigned i = 0; i < s->slots; i++)
         s->handle[i] = sn_link_get32(in + SN_LINK_NET_STATUS_LEN + 4 * i);
+    return 0;
+}
+
+_Static_assert(SN_LINK_STATS_FIELDS == SN_STATS_SCALARS + SN_POLL_HIST_BUCKETS + 1,
+               "the link's statistics no longer match struct sn_stats");
+
+void sn_link_stats_encode(const sn_stats *s, uint32_t device_turn_us,
+                          uint8_t out[SN_LINK_STATS_LEN])
+{
+    uint8_t *p = out;
+#define PUT_FIELD_(name) sn_link_put32(p, s->name), p += 4;
+    SN_STATS_FIELDS(PUT_FIELD_)
+#undef PUT_FIELD_
+    for (unsigned i = 0; i < SN_POLL_HIST_BUCKETS; i++, p += 4)
+        sn_link_put32(p, s->poll_hist[i]);
+    sn_link_put32(p, device_turn_us);
+}
+
+int sn_link_stats_decode(const uint8_t *in, size_t len, sn_stats *s, uint32_t *device_turn_us)
+{
+    if (in == NULL || len != SN_LINK_STATS_LEN)
+        return SN_LINK_E_PARAM;
+    const uint8_t *p = in;
+#define GET_FIELD_(name) s->name = sn_link_get32(p), p += 4;
+    SN_STATS_FIELDS(GET_FIELD_)
+#undef GET_FIELD_
+    for (unsigned i = 0; i < SN_POLL_HIST_BUCKETS; i++, p += 4)
+        s->poll_hist[i] = sn_link_get32(p);
+    if (device_turn_us != NULL)
+        *device_turn_us = sn_link_get32(p);
     return 0;
 }
