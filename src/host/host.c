@@ -631,8 +631,14 @@ static void touch(sn_host *h, unsigned i)
 
 /* The mirror's slot for id, or SN_ESTALE: an id the host never saw, or one
  * whose slot has moved on, is refused without asking the device. */
+/* The slot a caller's handle names, on a live link: SN_EINVAL, SN_EIO or
+ * SN_ESTALE otherwise. */
 static int slot_of(const sn_host *h, sn_id id, unsigned *idx)
 {
+    if (h == NULL)
+        return SN_EINVAL;
+    if (!h->up)
+        return SN_EIO;
     unsigned i = sn_id_index(id);
     if (id == SN_ID_NONE || i >= h->nslots || h->slot[i].handle != id)
         return SN_ESTALE;
@@ -762,10 +768,8 @@ int sn_host_connect(sn_host *h, const sn_endpoint *remote, uint8_t protocol, uin
 int sn_host_read(sn_host *h, sn_id id, void *buf, size_t len)
 {
     unsigned i;
-    if (h == NULL || (buf == NULL && len > 0))
+    if (buf == NULL && len > 0)
         return SN_EINVAL;
-    if (!h->up)
-        return SN_EIO;
     int err = slot_of(h, id, &i);
     if (err < 0)
         return err;
@@ -788,10 +792,8 @@ int sn_host_read(sn_host *h, sn_id id, void *buf, size_t len)
 int sn_host_write(sn_host *h, sn_id id, const void *buf, size_t len, unsigned flags)
 {
     unsigned i;
-    if (h == NULL || (buf == NULL && len > 0))
+    if (buf == NULL && len > 0)
         return SN_EINVAL;
-    if (!h->up)
-        return SN_EIO;
     int err = slot_of(h, id, &i);
     if (err < 0)
         return err;
@@ -834,10 +836,6 @@ int sn_host_write(sn_host *h, sn_id id, const void *buf, size_t len, unsigned fl
 int sn_host_close(sn_host *h, sn_id id)
 {
     unsigned i;
-    if (h == NULL)
-        return SN_EINVAL;
-    if (!h->up)
-        return SN_EIO;
     int err = slot_of(h, id, &i);
     if (err < 0)
         return err;
@@ -860,10 +858,6 @@ int sn_host_close(sn_host *h, sn_id id)
 int sn_host_terminate(sn_host *h, sn_id id)
 {
     unsigned i;
-    if (h == NULL)
-        return SN_EINVAL;
-    if (!h->up)
-        return SN_EIO;
     int err = slot_of(h, id, &i);
     if (err < 0)
         return err;

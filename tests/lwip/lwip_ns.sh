@@ -76,6 +76,28 @@ ns_preflight() {
 # PREFIX: the name of this run's namespace.
 ns_name() { echo "$1$$-$(ns_pid_start $$)"; }
 
+# Makes this run's namespace NS (prefix $1) and, only once it exists, the
+# trap that stops the program under test (PID, set by the caller) and
+# removes the namespace on every way out. A failed add is a failure: the
+# preflight has shown that namespaces can be made.
+ns_start() {
+  NS=$(ns_name "$1")
+  PID=""
+  ip netns add "$NS" || fail "cannot create network namespace $NS"
+  trap ns_cleanup EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+  trap 'exit 129' HUP
+}
+ns_cleanup() {
+  if [ -n "$PID" ]; then
+    kill -TERM "$PID" 2>/dev/null
+    wait "$PID" 2>/dev/null
+  fi
+  # A namespace outlives `ip netns del` while a process is inside it.
+  ns_gone "$NS"
+}
+
 [ "${SN_NS_LIB:-0}" = 1 ] && return 0
 
 # ---- This script -----------------------------------------------------------
@@ -89,22 +111,8 @@ shift
 ns_preflight skip
 ns_sweep sn-lt-
 
-NS=$(ns_name sn-lt-)
 TAP=snlw0
-PID=""
-ip netns add "$NS" || fail "cannot create network namespace $NS"
-cleanup() {
-  if [ -n "$PID" ]; then
-    kill -TERM "$PID" 2>/dev/null
-    wait "$PID" 2>/dev/null
-  fi
-  # A namespace outlives `ip netns del` while a process is inside it.
-  ns_gone "$NS"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-trap 'exit 129' HUP
+ns_start sn-lt-
 
 x() { ip netns exec "$NS" "$@"; }
 ip -n "$NS" link set lo up || exit 1

@@ -27,23 +27,8 @@ SN_NS_LIB=1 . "$LIB"
 ns_preflight skip
 ns_sweep sn-lw-
 
-NS=$(ns_name sn-lw-)
 TAP=sntap0
-PID=""
-ip netns add "$NS" || fail "cannot create network namespace $NS"
-cleanup() {
-  if [ -n "$PID" ]; then
-    kill -TERM "$PID" 2>/dev/null
-    wait "$PID" 2>/dev/null
-  fi
-  # A namespace outlives `ip netns del` while a process is inside it: kill
-  # what is left, then delete it (which removes the TAP too).
-  ns_gone "$NS"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-trap 'exit 129' HUP
+ns_start sn-lw-
 
 ip -n "$NS" link set lo up || exit 1
 # No IPv6 chatter (router solicitations, MLD) on the TAP.
